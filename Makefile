@@ -1,0 +1,33 @@
+# The two commands of the README: `make run` and `make test`, both from a fresh machine.
+#
+# PyTorch is the reference the tests compare against. TORCH_SPEC picks the CPU
+# build that this project's machines hold on local disk (torch==2.13.0); any
+# other version from the package index is a multi-gigabyte CUDA build. Elsewhere,
+# install PyTorch's CPU-only wheel the way PyTorch's install guide describes, or
+# run e.g. `make test TORCH_SPEC='torch>=2.3'`.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install clean
+
+run: $(STAMP)
+	$(BIN)/minidl demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

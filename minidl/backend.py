@@ -1,0 +1,122 @@
+"""Devices: 'cpu' arrays are NumPy, 'cuda' arrays are CuPy.
+
+This module is the only place that knows about CuPy. Op code asks
+``xp = get_array_module(x)`` and then writes NumPy-style code that runs on
+either backend. CuPy is imported only when a 'cuda' device is asked for, so a
+machine without it never pays for (or fails on) the import.
+"""
+import sys
+
+import numpy as np
+
+_INSTALL_HINT = (
+    "install CuPy for your CUDA version, e.g. `pip install cupy-cuda12x` "
+    "(or `pip install 'minidl[gpu]'`)"
+)
+
+
+class Device:
+    """A device name as PyTorch spells it: 'cpu', 'cuda' or 'cuda:N'."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu"):
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {spec!r}")
+        kind, _, index = spec.partition(":")
+        if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+            raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+        self.type = kind
+        self.index = int(index) if index else None
+
+    def __eq__(self, other):
+        try:
+            other = Device(other)
+        except (TypeError, ValueError):
+            return NotImplemented
+        # 'cuda' means the current GPU, so it equals any 'cuda:N' we are on.
+        return self.type == other.type and (
+            self.index is None or other.index is None or self.index == other.index
+        )
+
+    def __hash__(self):
+        return hash(self.type)
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device('{self}')"
+
+
+def cupy():
+    """Import CuPy on first use, with an error that says what to do when it cannot work."""
+    try:
+        import cupy as cp
+    except ImportError as e:
+        raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed: {_INSTALL_HINT}") from e
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+        raise RuntimeError(f"device 'cuda' was asked for, but CuPy finds no usable GPU ({e})") from e
+    if count == 0:
+        raise RuntimeError("device 'cuda' was asked for, but CuPy finds no GPU on this machine")
+    return cp
+
+
+def loaded_cupy():
+    """CuPy if something already imported it, else None (never imports it)."""
+    return sys.modules.get("cupy")
+
+
+def is_cupy_array(a):
+    cp = loaded_cupy()
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def get_array_module(*arrays):
+    """numpy or cupy, whichever the arrays live in (as ``cupy.get_array_module``)."""
+    for a in arrays:
+        if is_cupy_array(a):
+            return sys.modules["cupy"]
+    return np
+
+
+def device_of(array):
+    if is_cupy_array(array):
+        return Device(f"cuda:{array.device.id}")
+    return Device("cpu")
+
+
+def to_device(array, device):
+    """Move an array to ``device`` (a copy only when it has to move)."""
+    device = Device(device)
+    if device.type == "cpu":
+        return array.get() if is_cupy_array(array) else np.asarray(array)
+    cp = cupy()
+    if device.index is None:
+        return cp.asarray(array)
+    with cp.cuda.Device(device.index):
+        return cp.asarray(array)
+
+
+def to_numpy(array):
+    return array.get() if is_cupy_array(array) else np.asarray(array)
+
+
+def scatter_add(target, index, values):
+    """``target[index] += values`` where repeated indices all add up (NumPy's ``add.at``).
+
+    CuPy 13+ has ``cupy.add.at`` too; older releases only ``cupyx.scatter_add``.
+    """
+    add = get_array_module(target).add
+    if hasattr(add, "at"):
+        add.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    return target

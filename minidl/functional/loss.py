@@ -1,0 +1,167 @@
+"""Softmax, log-softmax and the classification losses built on them.
+
+``cross_entropy`` is ``nll_loss(log_softmax(input, 1), target)``, as in PyTorch:
+two Functions, each with a short closed-form backward. For segmentation the
+input is (N, C, H, W) and the target (N, H, W); pixels labelled
+``ignore_index`` (255 in Pascal VOC) contribute nothing, to the loss or to the
+count it is averaged over.
+"""
+import numpy as np
+
+from minidl.backend import get_array_module
+from minidl.functional.shape import normalize_dim
+from minidl.tensor import Function, Tensor
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = get_array_module(x)
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max cannot overflow
+        y = e / e.sum(axis=axis, keepdims=True)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True)), None
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = get_array_module(x)
+        shifted = x - x.max(axis=axis, keepdims=True)
+        y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        xp = get_array_module(y)
+        return g - xp.exp(y) * g.sum(axis=ctx.axis, keepdims=True), None
+
+
+class NLLLoss(Function):
+    """-logp[n, target[n], ...] weighted per class; ignored positions weigh 0."""
+
+    @staticmethod
+    def forward(ctx, logp, target, weight, ignore_index, reduction):
+        xp = get_array_module(logp)
+        keep = target != ignore_index
+        safe_target = xp.where(keep, target, 0)  # any valid class id: its weight is 0 anyway
+        w = keep.astype(logp.dtype) if weight is None else weight[safe_target] * keep
+        picked = xp.take_along_axis(logp, safe_target[:, None], axis=1)[:, 0]
+        losses = -picked * w
+        ctx.shape, ctx.reduction = logp.shape, reduction
+        ctx.safe_target, ctx.w = safe_target, w
+        if reduction == "none":
+            return losses
+        if reduction == "sum":
+            return losses.sum()
+        # mean over the total weight; all positions ignored gives 0/0 = NaN, as in PyTorch
+        ctx.total_weight = w.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return losses.sum() / ctx.total_weight
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = get_array_module(g)
+        coef = -ctx.w * g  # g is a scalar for 'sum' and 'mean', per position for 'none'
+        if ctx.reduction == "mean":
+            # nothing counted: the loss is NaN but, as in PyTorch, no position gets a gradient
+            coef = coef / ctx.total_weight if ctx.total_weight != 0 else coef * 0
+        classes = xp.arange(ctx.shape[1]).reshape((1, -1) + (1,) * (len(ctx.shape) - 2))
+        one_hot = classes == ctx.safe_target[:, None]
+        return one_hot * coef[:, None].astype(g.dtype, copy=False), None, None, None, None
+
+
+def softmax(input, dim):
+    return Softmax.apply(input, normalize_dim("softmax", dim, input.ndim))
+
+
+def log_softmax(input, dim):
+    return LogSoftmax.apply(input, normalize_dim("log_softmax", dim, input.ndim))
+
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_class_target(op, input, target, weight, ignore_index):
+    """Integer targets of the right shape, each a class id in [0, C) or ``ignore_index``."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class ids, got dtype {target.dtype}")
+    expected = (input.shape[0],) + input.shape[2:]
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"{op}: input of shape {input.shape} needs a target of shape {expected}, got {tuple(target.shape)}"
+        )
+    classes = input.shape[1]
+    xp = get_array_module(target)
+    bad = ((target < 0) | (target >= classes)) & (target != ignore_index)
+    if bool(bad.any()):
+        found = sorted(set(int(v) for v in xp.unique(target[bad])[:5].tolist()))
+        raise ValueError(
+            f"{op}: target holds class ids outside [0, {classes}) that are not ignore_index={ignore_index}: "
+            f"found {found}"
+        )
+    if weight is not None and tuple(weight.shape) != (classes,):
+        raise ValueError(f"{op}: weight must have shape ({classes},), one per class, got {tuple(weight.shape)}")
+
+
+def _unbatched(op, input, target):
+    """(C,) input with a scalar target becomes a batch of one, as PyTorch allows."""
+    if input.ndim < 1:
+        raise ValueError(f"{op}: input needs a class dimension, got shape {input.shape}")
+    if input.ndim == 1:
+        return input.reshape(1, -1), target.reshape(1), True
+    return input, target, False
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of ``target`` under log-probabilities ``input`` (N, C, ...)."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    target = target if isinstance(target, Tensor) else Tensor(np.asarray(target))
+    input, target, unbatched = _unbatched("nll_loss", input, target)
+    w = None if weight is None else (weight.data if isinstance(weight, Tensor) else np.asarray(weight))
+    _check_class_target("nll_loss", input, target.data, w, ignore_index)
+    if w is not None:
+        w = w.astype(input.dtype, copy=False)
+    loss = NLLLoss.apply(input, target.data, w, ignore_index, reduction)
+    return loss.reshape(()) if unbatched and reduction == "none" else loss
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Softmax cross-entropy of logits (N, C) or (N, C, H, W, ...) against class ids or class probabilities.
+
+    With integer targets, positions equal to ``ignore_index`` are left out; with a
+    float target of the input's shape, it is read as per-class probabilities.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    target = target if isinstance(target, Tensor) else Tensor(np.asarray(target))
+    if target.dtype.kind == "f":
+        return _soft_cross_entropy(input, target, weight, reduction)
+    return nll_loss(log_softmax(input, 1 if input.ndim > 1 else 0), target, weight, ignore_index, reduction)
+
+
+def _soft_cross_entropy(input, target, weight, reduction):
+    if target.shape != input.shape:
+        raise ValueError(
+            f"cross_entropy: a probability target must have the input's shape {input.shape}, got {target.shape}"
+        )
+    dim = 1 if input.ndim > 1 else 0
+    logp = log_softmax(input, dim)
+    if weight is not None:
+        shape = (-1,) + (1,) * (input.ndim - dim - 1)
+        logp = logp * (weight if isinstance(weight, Tensor) else Tensor(np.asarray(weight))).reshape(shape)
+    losses = -(target * logp).sum(dim)
+    if reduction == "none":
+        return losses
+    # PyTorch averages probability targets over positions, not over weights
+    return losses.sum() if reduction == "sum" else losses.mean()

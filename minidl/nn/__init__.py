@@ -1,0 +1,2 @@
+"""Layers and the Module machinery, under PyTorch's names."""
+from minidl.nn import functional  # noqa: F401

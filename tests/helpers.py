@@ -1,0 +1,90 @@
+"""One helper runs the same expression in minidl and in PyTorch and compares everything.
+
+``check_op(inputs, fn)`` builds the inputs in both frameworks, calls
+``fn(lib, *tensors)`` with ``lib`` = ``minidl`` and then ``torch``, compares the
+forward outputs, backpropagates the same random upstream gradient through
+both, compares every input's gradient, and finally runs minidl's
+finite-difference ``gradcheck`` on the same expression. Because minidl mirrors
+PyTorch's names, one lambda serves both: ``lambda lib, x: lib.nn.functional.softmax(x, 1)``.
+"""
+import numpy as np
+import torch
+
+import minidl
+
+
+class Const:
+    """An input passed to both frameworks as a constant (no gradient), e.g. integer targets."""
+
+    def __init__(self, array):
+        self.array = np.asarray(array)
+
+
+class Values:
+    """A differentiable input with given values instead of random ones."""
+
+    def __init__(self, array):
+        self.array = np.asarray(array, dtype=np.float64)
+
+
+def make_arrays(inputs, low, high, seed):
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in inputs:
+        if isinstance(spec, (Const, Values)):
+            arrays.append((spec.array, isinstance(spec, Values)))
+        else:
+            arrays.append((rng.uniform(low, high, size=spec), True))
+    return arrays
+
+
+def _floats(result):
+    outs = result if isinstance(result, (tuple, list)) else (result,)
+    return [o for o in outs if o.dtype in (minidl.float32, minidl.float64, torch.float32, torch.float64)]
+
+
+def _to_numpy(t):
+    return t.detach().numpy() if isinstance(t, torch.Tensor) else t.data
+
+
+def run_both(inputs, fn, low=-2.0, high=2.0, seed=0):
+    """Outputs and input gradients of ``fn`` in minidl and torch, as NumPy arrays."""
+    arrays = make_arrays(inputs, low, high, seed)
+    results = {}
+    for lib, make in ((minidl, minidl.tensor), (torch, torch.tensor)):
+        tensors = [make(a.copy(), requires_grad=bool(grad)) for a, grad in arrays]
+        outs = _floats(fn(lib, *tensors))
+        rng = np.random.default_rng(seed + 1)
+        upstream = [rng.standard_normal(tuple(o.shape)) for o in outs]
+        total = None
+        for o, w in zip(outs, upstream):
+            if o.requires_grad:
+                term = (o * make(w.astype(_to_numpy(o).dtype))).sum()
+                total = term if total is None else total + term
+        if total is not None:
+            total.backward()
+        grads = [None if t.grad is None else _to_numpy(t.grad) for t in tensors]
+        results[lib.__name__] = ([_to_numpy(o) for o in outs], grads)
+    return results["minidl"], results["torch"]
+
+
+def check_op(inputs, fn, atol=1e-7, rtol=1e-6, low=-2.0, high=2.0, gradcheck=True, seed=0):
+    """Assert that minidl and PyTorch agree on ``fn``'s outputs and gradients, and gradcheck it."""
+    (outs, grads), (t_outs, t_grads) = run_both(inputs, fn, low, high, seed)
+    assert len(outs) == len(t_outs), f"minidl gave {len(outs)} float outputs, torch {len(t_outs)}"
+    for k, (o, t) in enumerate(zip(outs, t_outs)):
+        assert o.shape == t.shape, f"output {k}: minidl shape {o.shape}, torch shape {t.shape}"
+        np.testing.assert_allclose(o, t, atol=atol, rtol=rtol, err_msg=f"output {k} differs from torch")
+    for k, (g, t) in enumerate(zip(grads, t_grads)):
+        if t is None or g is None:
+            assert g is None and t is None or np.all((g if t is None else t) == 0), (
+                f"input {k}: minidl grad is {'None' if g is None else 'set'}, torch grad is "
+                f"{'None' if t is None else 'set'}"
+            )
+            continue
+        assert g.shape == t.shape, f"input {k}: grad shape {g.shape}, torch {t.shape}"
+        np.testing.assert_allclose(g, t, atol=atol, rtol=rtol, err_msg=f"gradient of input {k} differs from torch")
+    if gradcheck:
+        arrays = make_arrays(inputs, low, high, seed)
+        tensors = [minidl.tensor(a, requires_grad=bool(grad)) for a, grad in arrays]
+        minidl.gradcheck(lambda *xs: fn(minidl, *xs), tensors)

@@ -1,0 +1,347 @@
+"""Every op of the engine against PyTorch (forward and every input gradient) and finite differences.
+
+Each case is one line: the input shapes and an expression that runs in both
+frameworks (``lib`` is ``minidl`` or ``torch``).
+"""
+import numpy as np
+import pytest
+from helpers import Const, Values, check_op
+
+# ---------------------------------------------------------------- arithmetic with broadcasting
+BROADCAST_SHAPES = [
+    [(3, 4), (3, 4)],
+    [(3, 4), (4,)],  # missing leading dimension
+    [(3, 1), (1, 4)],  # size-1 on both sides
+    [(2, 3, 1), (3, 5)],
+    [(5,), (2, 1, 5)],
+    [(), (2, 3)],  # a 0-d tensor
+    [(1, 1, 1), (4,)],
+]
+
+
+@pytest.mark.parametrize("shapes", BROADCAST_SHAPES, ids=str)
+@pytest.mark.parametrize(
+    "name, fn",
+    [
+        ("add", lambda lib, a, b: a + b),
+        ("sub", lambda lib, a, b: a - b),
+        ("mul", lambda lib, a, b: a * b),
+        ("div", lambda lib, a, b: a / (b.abs() + 0.5)),
+        ("pow", lambda lib, a, b: (a.abs() + 0.5) ** b),
+    ],
+)
+def test_binary_broadcast(name, fn, shapes):
+    check_op(shapes, fn)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda lib, x: x + 2.5,
+        lambda lib, x: 2.5 - x,
+        lambda lib, x: 3 * x,
+        lambda lib, x: 1.5 / (x * x + 1),
+        lambda lib, x: -x,
+        lambda lib, x: x**2,
+        lambda lib, x: x**3,
+        lambda lib, x: x.abs() ** 0.5,
+        lambda lib, x: 2.0**x,
+        lambda lib, x: x.add(1).mul(2).sub(x).div(3).neg().pow(2),
+    ],
+)
+def test_scalar_operands(fn):
+    check_op([(3, 5)], fn)
+
+
+def test_pow_at_zero_base():
+    # x**2 at x = 0 has gradient 0; torch and minidl must not produce NaN there
+    check_op([Values([0.0, 1.0, -2.0])], lambda lib, x: x**2, gradcheck=False)
+
+
+@pytest.mark.parametrize(
+    "fn, low",
+    [
+        (lambda lib, x: x.exp(), -2),
+        (lambda lib, x: x.log(), 0.1),
+        (lambda lib, x: x.sqrt(), 0.1),
+        (lambda lib, x: x.abs(), 0.1),
+        (lambda lib, x: x.relu(), -2),
+        (lambda lib, x: lib.nn.functional.relu(x), -2),
+        (lambda lib, x: x.sigmoid(), -2),
+        (lambda lib, x: x.tanh(), -2),
+        (lambda lib, x: lib.exp(x) + lib.log(x.abs()) + lib.sqrt(x.abs()), -2),
+        (lambda lib, x: lib.sigmoid(x * 40), -2),  # saturates on both sides
+        (lambda lib, x: x.clamp(-0.5, 0.7), -2),
+        (lambda lib, x: x.clamp(min=0.2), -2),
+        (lambda lib, x: x.clamp(max=0.2), -2),
+    ],
+)
+def test_unary(fn, low):
+    check_op([(4, 5)], fn, low=low)
+
+
+def test_sigmoid_extremes_are_finite():
+    check_op([Values([-800.0, -30.0, 0.0, 30.0, 800.0])], lambda lib, x: x.sigmoid(), gradcheck=False)
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        [(3, 4), (4, 5)],
+        [(4,), (4, 5)],  # vector @ matrix
+        [(3, 4), (4,)],  # matrix @ vector
+        [(4,), (4,)],  # dot product
+        [(2, 3, 4), (4, 5)],  # batch @ matrix
+        [(2, 1, 3, 4), (5, 4, 2)],  # batches broadcast
+        [(4,), (2, 4, 3)],
+        [(2, 3, 4), (4,)],
+    ],
+    ids=str,
+)
+def test_matmul(shapes):
+    check_op(shapes, lambda lib, a, b: a @ b)
+
+
+def test_linear():
+    check_op([(5, 3), (4, 3), (4,)], lambda lib, x, w, b: lib.nn.functional.linear(x, w, b))
+
+
+# ---------------------------------------------------------------- reductions
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda lib, x: x.sum(),
+        lambda lib, x: x.sum(0),
+        lambda lib, x: x.sum(-1, keepdim=True),
+        lambda lib, x: x.sum((0, 2)),
+        lambda lib, x: x.sum(dim=(1, 2), keepdim=True),
+        lambda lib, x: x.mean(),
+        lambda lib, x: x.mean(1),
+        lambda lib, x: x.mean((0, -1), keepdim=True),
+        lambda lib, x: lib.sum(x, 1) + lib.mean(x, 2).sum(),
+        lambda lib, x: x.amax(),
+        lambda lib, x: x.amax(1),
+        lambda lib, x: x.amax((0, 2), keepdim=True),
+        lambda lib, x: x.amin(-1),
+        lambda lib, x: x.max(),
+        lambda lib, x: x.min(),
+        lambda lib, x: x.max(1),  # (values, indices)
+        lambda lib, x: x.max(dim=2, keepdim=True).values,
+        lambda lib, x: x.min(0).values,
+        lambda lib, x: lib.max(x, -1)[0],
+    ],
+)
+def test_reductions(fn):
+    check_op([(2, 3, 4)], fn)
+
+
+def test_max_ties_share_gradient_like_torch():
+    check_op([Values([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]])], lambda lib, x: x.max() + x.amax(1).sum(), gradcheck=False)
+
+
+def test_max_with_dim_sends_gradient_to_index_like_torch():
+    check_op([Values([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]])], lambda lib, x: x.max(1).values, gradcheck=False)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda lib, x: x.sum(0),  # sums to zeros of shape (3,)
+        lambda lib, x: x.sum(),
+        lambda lib, x: x.mean(0),  # the mean of nothing is NaN in both
+        lambda lib, x: x.sum(1),  # reduces the non-empty axis: shape (0,)
+        lambda lib, x: x.amax(1),
+    ],
+)
+def test_empty_reductions(fn):
+    check_op([(0, 3)], fn, gradcheck=False)
+
+
+def test_argmax_argmin_match_torch():
+    import torch
+
+    import minidl
+
+    x = np.random.default_rng(3).standard_normal((3, 4, 5))
+    for dim in (None, 0, 1, -1):
+        for keepdim in (False, True):
+            for name in ("argmax", "argmin"):
+                ours = getattr(minidl.tensor(x), name)(dim=dim, keepdim=keepdim).numpy()
+                theirs = getattr(torch.tensor(x), name)(dim=dim, keepdim=keepdim).numpy()
+                np.testing.assert_array_equal(ours, theirs)
+
+
+# ---------------------------------------------------------------- shapes
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda lib, x: x.reshape(6, 4),
+        lambda lib, x: x.reshape(-1),
+        lambda lib, x: x.reshape((4, -1, 2)),
+        lambda lib, x: x.view(2, 12),
+        lambda lib, x: x.transpose(0, 2),
+        lambda lib, x: x.transpose(-1, 1),
+        lambda lib, x: x.permute(2, 0, 1),
+        lambda lib, x: x.permute((1, 2, 0)) * 2,
+        lambda lib, x: x.flatten(),
+        lambda lib, x: x.flatten(1),
+        lambda lib, x: x.unsqueeze(1).unsqueeze(-1),
+        lambda lib, x: x[:, :1].squeeze(1),
+        lambda lib, x: x[:1].squeeze(),
+        lambda lib, x: x[:, :1].expand(2, 3, 4),
+        lambda lib, x: x[0].expand(5, -1, -1),
+        lambda lib, x: x.T if x.ndim == 2 else x.permute(2, 1, 0),
+        lambda lib, x: lib.transpose(x, 0, 1) + 0,
+    ],
+)
+def test_shape_ops(fn):
+    check_op([(2, 3, 4)], fn)
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        (1,),
+        (slice(None), 2),
+        (slice(0, 2), slice(None), slice(1, 4, 2)),
+        (Ellipsis, -1),
+        (None, 0, slice(None, None, 2)),
+        (slice(None), [0, 2, 2]),  # integer array, repeated index: gradients add up
+        ([1, 0, 1], [2, 2, 2]),  # paired integer arrays
+        (slice(None), slice(None), np.array([[0, 3], [3, 3]])),
+    ],
+    ids=str,
+)
+def test_getitem(index):
+    check_op([(2, 3, 4)], lambda lib, x: x[index])
+
+
+def test_getitem_boolean_mask():
+    mask = np.random.default_rng(1).random((3, 4)) > 0.5
+    check_op([(3, 4), Const(mask)], lambda lib, x, m: x[m] * 2)
+    check_op([(3, 4)], lambda lib, x: x[x > 0])
+
+
+@pytest.mark.parametrize(
+    "shapes, dim",
+    [
+        ([(2, 3), (2, 3)], 0),
+        ([(2, 3), (2, 5), (2, 1)], 1),
+        ([(2, 3, 4), (2, 1, 4)], -2),
+        ([(0, 3), (2, 3)], 0),  # an empty tensor joins in
+    ],
+    ids=str,
+)
+def test_cat(shapes, dim):
+    check_op(shapes, lambda lib, *xs: lib.cat(list(xs), dim))
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+def test_stack(dim):
+    check_op([(2, 3), (2, 3), (2, 3)], lambda lib, *xs: lib.stack(xs, dim))
+
+
+@pytest.mark.parametrize(
+    "pad, mode",
+    [
+        ((1, 2), "constant"),
+        ((1, 2, 3, 0), "constant"),
+        ((0, 0, 2, 1, 1, 1), "constant"),
+        ((-1, 2, 1, -2), "constant"),  # negative widths crop
+        ((2, 1, 1, 2), "reflect"),
+        ((3, 3, 0, 2), "replicate"),
+        ((2, 1, 3, 3), "circular"),
+    ],
+    ids=str,
+)
+def test_pad(pad, mode):
+    check_op([(2, 3, 4, 5)], lambda lib, x: lib.nn.functional.pad(x, pad, mode=mode))
+
+
+def test_pad_value():
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.pad(x, (1, 1, 2, 0), value=-1.5))
+
+
+def test_gather():
+    index = np.array([[0, 2, 2], [1, 0, 3]])
+    check_op([(2, 4), Const(index)], lambda lib, x, i: lib.gather(x, 1, i))
+    check_op([(3, 3), Const(index[:, :3] % 3)], lambda lib, x, i: x.gather(0, i))
+
+
+# ---------------------------------------------------------------- softmax and losses
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_softmax(dim):
+    check_op([(3, 4, 5)], lambda lib, x: lib.nn.functional.softmax(x, dim))
+    check_op([(3, 4, 5)], lambda lib, x: lib.nn.functional.log_softmax(x, dim))
+    check_op([(3, 4, 5)], lambda lib, x: x.softmax(dim) * x.log_softmax(dim))
+
+
+def test_softmax_large_logits_stay_finite():
+    check_op([Values([[1000.0, 0.0, -1000.0]])], lambda lib, x: x.log_softmax(1) + x.softmax(1), gradcheck=False)
+
+
+def _targets(shape, classes, ignore=None, seed=0):
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, classes, size=shape)
+    if ignore is not None:
+        t[rng.random(shape) < 0.3] = ignore
+    return t
+
+
+CE = [
+    # (input shape, target, kwargs)
+    ((6, 5), _targets((6,), 5), {}),
+    ((6, 5), _targets((6,), 5), {"reduction": "sum"}),
+    ((6, 5), _targets((6,), 5), {"reduction": "none"}),
+    ((6, 5), _targets((6,), 5, ignore=-100), {}),
+    ((2, 4, 3, 5), _targets((2, 3, 5), 4, ignore=255), {"ignore_index": 255}),
+    ((2, 4, 3, 5), _targets((2, 3, 5), 4, ignore=255), {"ignore_index": 255, "reduction": "none"}),
+    ((2, 4, 3, 5), _targets((2, 3, 5), 4, ignore=255), {"ignore_index": 255, "reduction": "sum"}),
+    ((2, 3, 2, 2, 3), _targets((2, 2, 2, 3), 3), {}),  # a 3-d volume
+    ((5,), np.array(3), {}),  # unbatched
+    ((5,), np.array(3), {"reduction": "none"}),
+]
+
+
+@pytest.mark.parametrize("shape, target, kwargs", CE, ids=lambda v: str(getattr(v, "shape", v)))
+def test_cross_entropy(shape, target, kwargs):
+    check_op([shape, Const(target)], lambda lib, x, t: lib.nn.functional.cross_entropy(x, t, **kwargs))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_class_weights(reduction):
+    weight = np.array([0.2, 1.0, 3.0, 0.5])
+    target = _targets((2, 3, 5), 4, ignore=255)
+    check_op(
+        [(2, 4, 3, 5), Const(target), Const(weight)],
+        lambda lib, x, t, w: lib.nn.functional.cross_entropy(x, t, weight=w, ignore_index=255, reduction=reduction),
+    )
+
+
+def test_cross_entropy_probability_targets():
+    p = np.random.default_rng(2).dirichlet(np.ones(4), size=(3, 2)).transpose(0, 2, 1)
+    check_op([(3, 4, 2), Const(p)], lambda lib, x, t: lib.nn.functional.cross_entropy(x, t))
+    check_op([(3, 4, 2), Const(p), Const([1.0, 2.0, 0.5, 1.0])], lambda lib, x, t, w: lib.nn.functional.cross_entropy(x, t, w))
+
+
+def test_cross_entropy_all_ignored_is_nan_like_torch():
+    target = np.full((2, 3), 255)
+    check_op(
+        [(2, 4, 3), Const(target)],
+        lambda lib, x, t: lib.nn.functional.cross_entropy(x, t, ignore_index=255),
+        gradcheck=False,
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss(reduction):
+    target = _targets((4, 3), 5, ignore=-100)
+    check_op(
+        [(4, 5, 3), Const(target)],
+        lambda lib, x, t: lib.nn.functional.nll_loss(lib.nn.functional.log_softmax(x, 1), t, reduction=reduction),
+    )
+
+
+def test_where():
+    cond = np.random.default_rng(4).random((3, 4)) > 0.5
+    check_op([Const(cond), (3, 4), (4,)], lambda lib, c, a, b: lib.where(c, a, b))
