@@ -345,3 +345,37 @@ def test_nll_loss(reduction):
 def test_where():
     cond = np.random.default_rng(4).random((3, 4)) > 0.5
     check_op([Const(cond), (3, 4), (4,)], lambda lib, c, a, b: lib.where(c, a, b))
+
+
+def test_axis_is_an_alias_of_dim():
+    check_op([(2, 3, 4)], lambda lib, x: x.sum(axis=1).sum() * x.mean(axis=(0, 2), keepdim=True))
+
+
+# ---------------------------------------------------------------- dropout: random, so checked by its properties
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_zeroes_p_and_rescales_the_rest(p):
+    import minidl
+
+    x = minidl.tensor(np.random.default_rng(0).uniform(1, 2, size=(200, 100)), requires_grad=True)
+    y = minidl.nn.functional.dropout(x, p)
+    kept = y.detach().numpy() != 0
+    assert abs(1 - kept.mean() - p) < 0.01  # 20,000 draws: 5 standard deviations is under 0.01
+    np.testing.assert_allclose(y.detach().numpy()[kept], x.detach().numpy()[kept] / (1 - p))
+    y.backward(np.ones(y.shape))
+    np.testing.assert_allclose(x.grad.numpy(), kept / (1 - p))  # the same mask, forward and backward
+
+
+def test_dropout_gradcheck_with_a_fixed_mask():
+    import minidl
+
+    def fn(x):
+        minidl.manual_seed(5)  # the same mask on every call, as finite differences need
+        return minidl.nn.functional.dropout(x, 0.4)
+
+    minidl.gradcheck(fn, [minidl.randn(4, 6, requires_grad=True)])
+
+
+def test_dropout_is_the_identity_when_not_training_like_torch():
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 0.5, training=False))
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 0.0) * 2)
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 1.0) + x, gradcheck=False)
