@@ -1,6 +1,11 @@
+import os
+
 import pytest
 
 import minidl
+
+# The CUDA-simulator tests need their own process with NUMBA_ENABLE_CUDASIM=1 (see tests/cudasim/).
+collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cudasim"]
 
 
 @pytest.fixture(autouse=True)

@@ -359,7 +359,7 @@ def test_dropout_zeroes_p_and_rescales_the_rest(p):
     x = minidl.tensor(np.random.default_rng(0).uniform(1, 2, size=(200, 100)), requires_grad=True)
     y = minidl.nn.functional.dropout(x, p)
     kept = y.detach().numpy() != 0
-    assert abs(1 - kept.mean() - p) < 0.01  # 20,000 draws: 5 standard deviations is under 0.01
+    assert abs(1 - kept.mean() - p) < 0.01  # 20,000 draws: 0.01 is about 3 standard deviations (and the seed is fixed)
     np.testing.assert_allclose(y.detach().numpy()[kept], x.detach().numpy()[kept] / (1 - p))
     y.backward(np.ones(y.shape))
     np.testing.assert_allclose(x.grad.numpy(), kept / (1 - p))  # the same mask, forward and backward

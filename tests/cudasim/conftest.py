@@ -1,0 +1,10 @@
+"""Tests of the CUDA kernels on the CPU, through Numba's CUDA simulator.
+
+The simulator must be switched on before Numba is first imported, so these
+tests run in their own pytest process: ``NUMBA_ENABLE_CUDASIM=1 pytest tests/cudasim``
+(``make test`` does). The main run leaves this folder out (see tests/conftest.py).
+"""
+import os
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    raise RuntimeError("tests/cudasim needs NUMBA_ENABLE_CUDASIM=1 set before Numba is imported")
