@@ -48,3 +48,10 @@ from minidl.functional.shape import (  # noqa: F401
     unsqueeze,
     view,
 )
+
+# The DeepLab ops: each module lists its public functions in __all__.
+from minidl.functional.conv import *  # noqa: E402,F401,F403
+from minidl.functional.depthwise import *  # noqa: E402,F401,F403
+from minidl.functional.interpolate import *  # noqa: E402,F401,F403
+from minidl.functional.norm import *  # noqa: E402,F401,F403
+from minidl.functional.pool import *  # noqa: E402,F401,F403

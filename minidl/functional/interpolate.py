@@ -1,0 +1,2 @@
+"""interpolate (being written)."""
+__all__ = []
