@@ -11,3 +11,8 @@ from minidl.functional import (  # noqa: F401
     softmax,
     tanh,
 )
+from minidl.functional.conv import *  # noqa: E402,F401,F403
+from minidl.functional.depthwise import *  # noqa: E402,F401,F403
+from minidl.functional.interpolate import *  # noqa: E402,F401,F403
+from minidl.functional.norm import *  # noqa: E402,F401,F403
+from minidl.functional.pool import *  # noqa: E402,F401,F403
