@@ -1,2 +1,131 @@
-"""batch_norm (being written)."""
-__all__ = []
+"""Batch normalization, with its closed-form backward.
+
+Per channel c, over the batch and every spatial position:
+
+    x̂ = (x - μ) / σ,   σ = sqrt(var + eps),   y = γ·x̂ + β
+
+In training μ and var are the batch's own statistics (var biased, divided by
+the count m), so every output depends on every input of its channel through
+them; differentiating through μ and var gives, per channel,
+
+    dx = (γ/σ) · (g - mean(g) - x̂ · mean(g·x̂)),   dγ = Σ g·x̂,   dβ = Σ g.
+
+In evaluation μ and var are the running statistics, constants, and dx = g·γ/σ.
+Training also moves the running statistics towards the batch's, in place:
+running = (1 - momentum)·running + momentum·batch, where the variance fed in
+is the unbiased one (divided by m - 1), as PyTorch does.
+"""
+import math
+
+from minidl.backend import get_array_module
+from minidl.tensor import Function, Tensor
+
+__all__ = ["batch_norm"]
+
+
+def _channel_axes(x):
+    """The axes a channel's statistics run over: the batch and every spatial axis."""
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v, ndim):
+    """A (C,) vector shaped (1, C, 1, ...) to broadcast against an input with ``ndim`` axes."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _update_running(running, batch_value, momentum):
+    running *= 1 - momentum
+    running += momentum * batch_value
+
+
+class BatchNorm(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        xp = get_array_module(x)
+        axes = _channel_axes(x)
+        if training:
+            mean = x.mean(axis=axes)
+            var = ((x - _per_channel(mean, x.ndim)) ** 2).mean(axis=axes)
+            if running_mean is not None:
+                count = x.size // x.shape[1]
+                _update_running(running_mean, mean, momentum)
+                _update_running(running_var, var * (count / (count - 1)), momentum)
+        else:  # copies: a later training call must not change what this backward sees
+            mean, var = running_mean.copy(), running_var
+        invstd = 1 / xp.sqrt(var + eps)
+        # x̂ is recomputed in backward from x, which the graph keeps alive anyway: no extra copy is held
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.training, ctx.axes = training, axes
+        y = (x - _per_channel(mean, x.ndim)) * _per_channel(invstd, x.ndim)
+        if weight is not None:
+            y = y * _per_channel(weight, x.ndim)
+        if bias is not None:
+            y = y + _per_channel(bias, x.ndim)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, invstd = ctx.saved
+        axes, ndim = ctx.axes, x.ndim
+        x_hat = (x - _per_channel(mean, ndim)) * _per_channel(invstd, ndim)
+        scale = invstd if weight is None else weight * invstd
+        dx = dweight = dbias = None
+        if ctx.needs_input_grad[0]:
+            if ctx.training:
+                centred = g - _per_channel(g.mean(axis=axes), ndim)
+                dx = (centred - x_hat * _per_channel((g * x_hat).mean(axis=axes), ndim)) * _per_channel(scale, ndim)
+            else:
+                dx = g * _per_channel(scale, ndim)
+        if ctx.needs_input_grad[1]:
+            dweight = (g * x_hat).sum(axis=axes)
+        if ctx.needs_input_grad[2]:
+            dbias = g.sum(axis=axes)
+        return dx, dweight, dbias
+
+
+def _array(v):
+    return v.data if isinstance(v, Tensor) else v
+
+
+def _check_channels(input, **vectors):
+    channels = input.shape[1]
+    for name, v in vectors.items():
+        if v is not None and tuple(v.shape) != (channels,):
+            raise ValueError(
+                f"batch_norm: {name} has shape {tuple(v.shape)}, but the input of shape {input.shape} "
+                f"has {channels} channels: expected shape ({channels},)"
+            )
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalize each channel of ``input`` (N, C, ...) as ``torch.nn.functional.batch_norm``.
+
+    ``training=True`` uses the batch's statistics and, when running_mean and
+    running_var are given (Tensors or arrays), updates them in place;
+    ``training=False`` uses the running statistics.
+    """
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input of shape (N, C, ...), got shape {input.shape}")
+    _check_channels(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    if training:
+        if input.shape[0] * math.prod(input.shape[2:]) == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        if momentum is None:
+            raise TypeError(
+                "batch_norm: momentum=None (a cumulative moving average) needs the number of batches seen, "
+                "which nn.BatchNorm2d counts; pass momentum=1/num_batches_tracked instead"
+            )
+    elif running_mean is None:
+        raise ValueError("batch_norm: running_mean and running_var must be given in evaluation mode (training=False)")
+    return BatchNorm.apply(
+        input,
+        weight,
+        bias,
+        running_mean=_array(running_mean),
+        running_var=_array(running_var),
+        training=bool(training),
+        momentum=momentum,
+        eps=eps,
+    )
