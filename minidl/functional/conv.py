@@ -1,2 +1,245 @@
-"""conv2d and its variants (being written)."""
-__all__ = []
+"""conv2d: a convolution is one matrix product once every receptive field is unrolled into a column.
+
+``im2col`` copies, for each output position, the input pixels the kernel sees
+there (dilation spreads the taps apart, stride spaces the positions, padding
+adds zeros around the border) into one column of a matrix of shape
+(C_in·kh·kw, N·H_out·W_out). The convolution is then
+``weight.reshape(C_out, C_in·kh·kw) @ cols``, a large product that BLAS (or
+cuBLAS) does fast. With groups, channels and filters split into ``groups``
+independent blocks: one product per group.
+
+Backward is two more products and the adjoint of im2col:
+grad_weight = grad_out @ colsᵀ, grad_cols = weightᵀ @ grad_out, and
+``col2im`` adds each entry of grad_cols back onto the pixel it was copied
+from (a pixel seen by several windows collects all their gradients).
+
+A 1×1 convolution with stride 1 and no padding needs no im2col: it is a
+matrix product over channels at every pixel. Depthwise convolutions
+(groups == in_channels) go to ``minidl.functional.depthwise``.
+"""
+from minidl import kernels
+from minidl.backend import get_array_module
+from minidl.functional.convutils import output_size, pair
+from minidl.functional.shape import pad, squeeze, unsqueeze
+from minidl.tensor import Function
+
+__all__ = ["conv2d"]
+
+
+# ---------------------------------------------------------------- im2col / col2im, the readable NumPy version
+def conv_output_hw(input_hw, kernel_size, stride, padding, dilation, op="conv2d"):
+    """(H_out, W_out) of a convolution; a ValueError naming the sizes when the kernel does not fit."""
+    return tuple(output_size(op, *axis) for axis in zip(input_hw, kernel_size, stride, padding, dilation))
+
+
+def _tap_positions(tap, dilation, stride, out):
+    """The padded-input positions kernel tap ``tap`` reads along one axis: one per output position."""
+    start = tap * dilation
+    return slice(start, start + stride * (out - 1) + 1, stride)
+
+
+def im2col(x, kernel_size, stride, padding, dilation):
+    """Unroll the receptive fields of x (N, C, H, W) into columns: (C·kh·kw, N·H_out·W_out).
+
+    Row (c, i, j) holds, at column (n, y, x), the padded-input pixel that tap
+    (i, j) of channel c sees at output position (y, x) of image n:
+    ``padded[n, c, y·sh + i·dh, x·sw + j·dw]``. Rows are channel-major, so the
+    rows of one group of channels are a contiguous block. The loop runs over
+    the kh·kw taps only: each tap is one strided slice of the padded input.
+    """
+    (kh, kw), (ph, pw), (dh, dw), (sh, sw) = kernel_size, padding, dilation, stride
+    n, c, h, w = x.shape
+    h_out, w_out = conv_output_hw((h, w), kernel_size, stride, padding, dilation, "im2col")
+    xp = get_array_module(x)
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = xp.empty((c, kh, kw, n, h_out, w_out), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, _tap_positions(i, dh, sh, h_out), _tap_positions(j, dw, sw, w_out)]
+            cols[:, i, j] = window.transpose(1, 0, 2, 3)
+    return cols.reshape(c * kh * kw, n * h_out * w_out)
+
+
+def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
+    """The adjoint of im2col: add every entry of ``cols`` onto the input pixel it was copied from.
+
+    Windows overlap (and dilated taps interleave), so one pixel may have been
+    copied into several columns; its gradient is the sum of theirs. Within one
+    tap the strided slice never names a pixel twice, so ``+=`` is exact.
+    Entries that came from the zero padding are dropped at the end.
+    """
+    (kh, kw), (ph, pw), (dh, dw), (sh, sw) = kernel_size, padding, dilation, stride
+    n, c, h, w = input_shape
+    h_out, w_out = conv_output_hw((h, w), kernel_size, stride, padding, dilation, "col2im")
+    xp = get_array_module(cols)
+    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), cols.dtype)
+    taps = cols.reshape(c, kh, kw, n, h_out, w_out)
+    for i in range(kh):
+        for j in range(kw):
+            window = (slice(None), slice(None), _tap_positions(i, dh, sh, h_out), _tap_positions(j, dw, sw, w_out))
+            padded[window] += taps[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, ph : ph + h, pw : pw + w]
+
+
+def _compiled(array):
+    """The compiled conv kernels for array's device, or None inside ``minidl.kernels.disabled()``."""
+    if not kernels.enabled():
+        return None
+    if get_array_module(array).__name__ == "numpy":
+        from minidl.kernels.cpu import conv
+    else:
+        from minidl.kernels.cuda import conv
+    return conv
+
+
+def _unfold(x, *geometry):
+    compiled = _compiled(x)
+    return (compiled.im2col if compiled else im2col)(x, *geometry)
+
+
+def _fold(cols, input_shape, *geometry):
+    compiled = _compiled(cols)
+    return (compiled.col2im if compiled else col2im)(cols, input_shape, *geometry)
+
+
+# ---------------------------------------------------------------- the Functions
+def _add_bias(out, b):
+    """out (N, C_out, H, W) += b per output channel, in place."""
+    if b is not None:
+        out += b.reshape(1, -1, 1, 1)
+    return out
+
+
+def _bias_grad(ctx, g):
+    return g.sum(axis=(0, 2, 3)) if ctx.needs_input_grad[2] else None
+
+
+class Convolution(Function):
+    """conv2d through im2col: out = weight @ cols per group, with cols (C_in·kh·kw, N·H_out·W_out)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, dilation, groups):
+        c_out, _, kh, kw = w.shape
+        n, _, h, width = x.shape
+        geometry = ((kh, kw), stride, padding, dilation)
+        h_out, w_out = conv_output_hw((h, width), *geometry)
+        cols = _unfold(x, *geometry)
+        cols = cols.reshape(groups, -1, cols.shape[1])  # rows are channel-major: one block per group
+        w_groups = w.reshape(groups, c_out // groups, -1)
+        out = w_groups @ cols  # (groups, C_out/groups, N·H_out·W_out)
+        out = out.reshape(c_out, n, h_out, w_out).transpose(1, 0, 2, 3)
+        ctx.save_for_backward(cols, w_groups)
+        ctx.x_shape, ctx.w_shape, ctx.geometry = x.shape, w.shape, geometry
+        return _add_bias(get_array_module(x).ascontiguousarray(out), b)
+
+    @staticmethod
+    def backward(ctx, g):
+        cols, w_groups = ctx.saved
+        groups, c_out_group, _ = w_groups.shape
+        # (N, C_out, H_out, W_out) -> (groups, C_out/groups, N·H_out·W_out), the layout of the forward product
+        g_groups = g.transpose(1, 0, 2, 3).reshape(groups, c_out_group, -1)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            grad_cols = w_groups.transpose(0, 2, 1) @ g_groups
+            gx = _fold(grad_cols.reshape(-1, grad_cols.shape[2]), ctx.x_shape, *ctx.geometry)
+        if ctx.needs_input_grad[1]:
+            gw = (g_groups @ cols.transpose(0, 2, 1)).reshape(ctx.w_shape)
+        return gx, gw, _bias_grad(ctx, g)
+
+
+class PointwiseConvolution(Function):
+    """A 1×1 convolution (stride 1, no padding): weight (C_out, C_in) @ x at every pixel, no im2col."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, groups):
+        n, c_in, h, width = x.shape
+        c_out = w.shape[0]
+        x_groups = x.reshape(n, groups, c_in // groups, h * width)
+        w_groups = w.reshape(groups, c_out // groups, c_in // groups)
+        ctx.save_for_backward(x_groups, w_groups)
+        ctx.x_shape, ctx.w_shape = x.shape, w.shape
+        out = (w_groups @ x_groups).reshape(n, c_out, h, width)  # one product per image and group
+        return _add_bias(out, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        x_groups, w_groups = ctx.saved
+        g_groups = g.reshape(x_groups.shape[:2] + (-1, x_groups.shape[3]))
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = (w_groups.transpose(0, 2, 1) @ g_groups).reshape(ctx.x_shape)
+        if ctx.needs_input_grad[1]:
+            gw = (g_groups @ x_groups.transpose(0, 1, 3, 2)).sum(axis=0).reshape(ctx.w_shape)
+        return gx, gw, _bias_grad(ctx, g)
+
+
+# ---------------------------------------------------------------- argument checks and the public function
+def _check_shapes(input, weight, bias, groups):
+    if input.ndim != 4:
+        raise ValueError(
+            f"conv2d: input must be 4-D (N, C_in, H, W) or 3-D (C_in, H, W), got shape {tuple(input.shape)}"
+        )
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape {tuple(weight.shape)}")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    c_in, c_out = input.shape[1], weight.shape[0]
+    if c_in % groups:
+        raise ValueError(f"conv2d: in_channels={c_in} (input shape {tuple(input.shape)}) is not divisible by groups={groups}")
+    if c_out % groups:
+        raise ValueError(
+            f"conv2d: out_channels={c_out} (weight shape {tuple(weight.shape)}) is not divisible by groups={groups}"
+        )
+    if weight.shape[1] * groups != c_in:
+        raise ValueError(
+            f"conv2d: weight of shape {tuple(weight.shape)} with groups={groups} expects "
+            f"{weight.shape[1]} × {groups} = {weight.shape[1] * groups} input channels, but input of shape "
+            f"{tuple(input.shape)} has in_channels={c_in} (in_channels / groups = {c_in / groups:g})"
+        )
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"conv2d: bias must have shape ({c_out},), one per output channel, got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.dtype != input.dtype:
+            raise TypeError(f"conv2d: input is {input.dtype} but {name} is {t.dtype}; convert one to match")
+
+
+def _same_padding(input, kernel_size, dilation):
+    """padding='same': total d·(k-1) per axis, the odd pixel after (PyTorch pads it explicitly first)."""
+    totals = [dilation_ * (k - 1) for k, dilation_ in zip(kernel_size, dilation)]
+    extra_h, extra_w = (t % 2 for t in totals)
+    if extra_h or extra_w:
+        input = pad(input, (0, extra_w, 0, extra_h))
+    return input, tuple(t // 2 for t in totals)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # noqa: A002  (PyTorch's names)
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    input (N, C_in, H, W) or (C_in, H, W); weight (C_out, C_in/groups, kh, kw);
+    bias (C_out,) or None. ``padding`` is an int, a pair, 'valid' (0) or 'same'
+    (stride 1 only; output size = input size, any extra pixel padded after).
+    """
+    if input.ndim == 3:  # unbatched, as PyTorch allows
+        return squeeze(conv2d(unsqueeze(input, 0), weight, bias, stride, padding, dilation, groups), 0)
+    _check_shapes(input, weight, bias, groups)
+    stride = pair("stride", stride, "conv2d", minimum=1)
+    dilation = pair("dilation", dilation, "conv2d", minimum=1)
+    kernel_size = tuple(weight.shape[2:])
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"conv2d: padding='same' needs stride 1 (as in PyTorch), got stride={stride}")
+        input, padding = _same_padding(input, kernel_size, dilation)
+    elif padding == "valid":
+        padding = (0, 0)
+    elif isinstance(padding, str):
+        raise ValueError(f"conv2d: padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+    else:
+        padding = pair("padding", padding, "conv2d", minimum=0)
+    conv_output_hw(input.shape[2:], kernel_size, stride, padding, dilation)  # a clear error if it does not fit
+    if groups == input.shape[1] and groups > 1:  # depthwise: one filter (or k) per channel
+        from minidl.functional.depthwise import depthwise_conv2d
+
+        return depthwise_conv2d(input, weight, bias, stride, padding, dilation)
+    if kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        return PointwiseConvolution.apply(input, weight, bias, groups=groups)
+    return Convolution.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
