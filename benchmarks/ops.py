@@ -1,0 +1,109 @@
+"""Forward + backward time of minidl's DeepLab ops against PyTorch, measured in the same run.
+
+    python benchmarks/ops.py [--repeat 10] [--only conv] [--device cpu|cuda] [--dtype float32]
+
+Each case runs the same expression in both frameworks (``lib`` is minidl or
+torch), on DeepLab's shapes, and reports the median time of each and the
+ratio minidl / torch (below 1: minidl is faster). The first call of each is a
+warm-up, so Numba's compilation and PyTorch's lazy initialisation are not
+counted. Nothing here asserts a speed: the table is the result; record it,
+with the command, in benchmarks/RESULTS.md.
+"""
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import minidl
+
+# (name, family, target ratio, input shapes, expression)
+CASES = [
+    ("conv 3x3 rate 2, 256->256, 33x33, N=4", "conv", 1.3, [(4, 256, 33, 33), (256, 256, 3, 3)],
+     lambda lib, x, w: lib.nn.functional.conv2d(x, w, padding=2, dilation=2)),
+    ("conv 3x3 rate 12, 256->256, 33x33, N=4", "conv", 1.3, [(4, 256, 33, 33), (256, 256, 3, 3)],
+     lambda lib, x, w: lib.nn.functional.conv2d(x, w, padding=12, dilation=12)),
+    ("conv 1x1, 512->256, 33x33, N=4", "conv", 1.3, [(4, 512, 33, 33), (256, 512, 1, 1)],
+     lambda lib, x, w: lib.nn.functional.conv2d(x, w)),
+    ("conv 3x3 stride 2 stem, 3->32, 129x129, N=4", "conv", 1.3, [(4, 3, 129, 129), (32, 3, 3, 3)],
+     lambda lib, x, w: lib.nn.functional.conv2d(x, w, stride=2, padding=1)),
+    ("depthwise 3x3 rate 2, 256 ch, 65x65, N=4", "depthwise", 0.7, [(4, 256, 65, 65), (256, 1, 3, 3)],
+     lambda lib, x, w: lib.nn.functional.conv2d(x, w, padding=2, dilation=2, groups=256)),
+    ("depthwise 3x3 stride 2, 128 ch, 129x129, N=4", "depthwise", 0.7, [(4, 128, 129, 129), (128, 1, 3, 3)],
+     lambda lib, x, w: lib.nn.functional.conv2d(x, w, stride=2, padding=1, groups=128)),
+    ("bilinear 65->513, 21 ch, N=4, align_corners=True", "bilinear", 0.7, [(4, 21, 65, 65)],
+     lambda lib, x: lib.nn.functional.interpolate(x, size=(513, 513), mode="bilinear", align_corners=True)),
+    ("bilinear 65->513, 21 ch, N=4, align_corners=False", "bilinear", 0.7, [(4, 21, 65, 65)],
+     lambda lib, x: lib.nn.functional.interpolate(x, size=(513, 513), mode="bilinear", align_corners=False)),
+    ("bilinear 33->129, 256 ch, N=4, align_corners=False", "bilinear", 0.7, [(4, 256, 33, 33)],
+     lambda lib, x: lib.nn.functional.interpolate(x, size=(129, 129), mode="bilinear", align_corners=False)),
+    ("batch norm (train), 256 ch, 33x33, N=4", "norm", None, [(4, 256, 33, 33), (256,), (256,)],
+     lambda lib, x, w, b: lib.nn.functional.batch_norm(x, None, None, w, b, training=True)),
+    ("max pool 3x3 stride 2, 64 ch, 129x129, N=4", "pool", None, [(4, 64, 129, 129)],
+     lambda lib, x: lib.nn.functional.max_pool2d(x, 3, 2, 1)),
+]
+
+
+def _sync(lib, device):
+    if device == "cuda":
+        if lib is torch:
+            torch.cuda.synchronize()
+        else:
+            minidl.backend.cupy().cuda.Device().synchronize()
+
+
+def time_case(lib, shapes, fn, repeat, device, dtype, seed=0):
+    """Median seconds of forward + backward of ``fn`` in ``lib``."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    if lib is torch:
+        tensors = [torch.tensor(a, device=device, requires_grad=True) for a in arrays]
+    else:
+        tensors = [minidl.tensor(a, device=device, requires_grad=True) for a in arrays]
+    upstream = None
+    times = []
+    for i in range(repeat + 1):
+        for t in tensors:
+            t.grad = None
+        _sync(lib, device)
+        start = time.perf_counter()
+        out = fn(lib, *tensors)
+        if upstream is None:
+            grad = rng.standard_normal(tuple(out.shape)).astype(dtype)
+            upstream = torch.tensor(grad, device=device) if lib is torch else minidl.tensor(grad, device=device)
+        out.backward(upstream)
+        _sync(lib, device)
+        if i:  # the first run warms up (compilation, caches)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--only", default="", help="run the cases whose family or name contains this")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = parser.parse_args(argv)
+    print(f"# minidl {minidl.__version__} vs torch {torch.__version__}, device {args.device}, {args.dtype}, "
+          f"median of {args.repeat}, torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print("| op | family | minidl ms | torch ms | minidl / torch | target |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, family, target, shapes, fn in CASES:
+        if args.only and args.only not in family and args.only not in name:
+            continue
+        try:
+            ours = time_case(minidl, shapes, fn, args.repeat, args.device, args.dtype)
+        except (AttributeError, NotImplementedError) as e:  # an op that does not exist yet
+            print(f"| {name} | {family} | missing: {e} | | | |")
+            continue
+        theirs = time_case(torch, shapes, fn, args.repeat, args.device, args.dtype)
+        ratio = ours / theirs
+        verdict = "" if target is None else (f"≤ {target} ✓" if ratio <= target else f"≤ {target} ✗")
+        print(f"| {name} | {family} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} | {ratio:.2f} | {verdict} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
