@@ -32,6 +32,12 @@ def conv_output_hw(input_hw, kernel_size, stride, padding, dilation, op="conv2d"
     return tuple(output_size(op, *axis) for axis in zip(input_hw, kernel_size, stride, padding, dilation))
 
 
+def loop_arguments(input_shape, kernel_size, stride, padding, dilation):
+    """The scalars the compiled im2col/col2im loops take: kh, kw, sh, sw, ph, pw, dh, dw, H_out, W_out."""
+    h_out, w_out = conv_output_hw(input_shape[2:], kernel_size, stride, padding, dilation, "im2col")
+    return (*kernel_size, *stride, *padding, *dilation, h_out, w_out)
+
+
 def _tap_positions(tap, dilation, stride, out):
     """The padded-input positions kernel tap ``tap`` reads along one axis: one per output position."""
     start = tap * dilation

@@ -10,7 +10,7 @@ col2im over (image, channel) planes, so no two threads add to the same pixel.
 import numba
 import numpy as np
 
-from minidl.functional.conv import conv_output_hw
+from minidl.functional.conv import loop_arguments
 
 
 @numba.njit(cache=True, inline="always")
@@ -63,14 +63,9 @@ def _col2im(cols, image, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
                         target[ox * sw + x_offset] += row[oy * w_out + ox]
 
 
-def _loop_arguments(input_shape, kernel_size, stride, padding, dilation):
-    h_out, w_out = conv_output_hw(input_shape[2:], kernel_size, stride, padding, dilation, "im2col")
-    return (*kernel_size, *stride, *padding, *dilation, h_out, w_out)
-
-
 def im2col(x, kernel_size, stride, padding, dilation):
     """x (N, C, H, W) -> cols (C·kh·kw, N·H_out·W_out), as ``minidl.functional.conv.im2col``."""
-    arguments = _loop_arguments(x.shape, kernel_size, stride, padding, dilation)
+    arguments = loop_arguments(x.shape, kernel_size, stride, padding, dilation)
     n, c = x.shape[:2]
     (kh, kw), (h_out, w_out) = kernel_size, arguments[-2:]
     cols = np.empty((c * kh * kw, n * h_out * w_out), x.dtype)
@@ -80,7 +75,7 @@ def im2col(x, kernel_size, stride, padding, dilation):
 
 def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     """The adjoint of im2col, as ``minidl.functional.conv.col2im``."""
-    arguments = _loop_arguments(input_shape, kernel_size, stride, padding, dilation)
+    arguments = loop_arguments(input_shape, kernel_size, stride, padding, dilation)
     image = np.zeros(input_shape, cols.dtype)
     _col2im(np.ascontiguousarray(cols), image, *arguments)
     return image

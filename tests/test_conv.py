@@ -1,0 +1,306 @@
+"""conv2d against PyTorch (output, grad input, grad weight, grad bias) and finite differences.
+
+im2col and col2im are checked against torch's ``unfold`` and ``fold`` (same
+row order (c, i, j)), and the Numba kernels against the readable NumPy code,
+which also runs the whole op on a sample of the grid inside
+``minidl.kernels.disabled()``.
+"""
+import contextlib
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from helpers import Const, check_op, run_both
+
+import minidl
+from minidl.functional.conv import Convolution, col2im, im2col
+from minidl.functional.convutils import dilated_extent
+from minidl.kernels.cpu import conv as cpu_conv
+
+
+def conv(lib, x, w, b=None, **options):
+    return lib.nn.functional.conv2d(x, w, b, **options)
+
+
+def check_conv(x_shape, w_shape, bias=True, gradcheck=False, **options):
+    """check_op on conv2d: with bias the inputs are x, weight and bias (C_out,)."""
+    shapes = [x_shape, w_shape] + ([(w_shape[0],)] if bias else [])
+    check_op(shapes, lambda lib, *t: conv(lib, *t, **options), gradcheck=gradcheck, atol=1e-9)
+
+
+# ---------------------------------------------------------------- the grid: kernel × stride × dilation × padding × groups
+KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (1, 3), (3, 2)]
+PADDINGS = ["none", "reach", "beyond"]  # 0; d·(k-1)/2 (keeps the size at stride 1); more than d·(k-1)
+
+
+def _grid_case(kernel, stride, dilation, padding, groups):
+    """Shapes and options of one grid case: a batch of 2, odd and even sizes where the kernel just fits."""
+    extent = [dilated_extent(k, dilation) for k in kernel]
+    pad = {"none": 0, "reach": [e // 2 for e in extent], "beyond": [e + 1 for e in extent]}[padding]
+    pad = tuple(pad) if isinstance(pad, list) else pad
+    x_shape = (2, 4, extent[0] + stride + 1, extent[1] + 2)
+    w_shape = (6, 4 // groups) + kernel
+    return x_shape, w_shape, dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
+
+
+GRID = list(itertools.product(KERNELS, [1, 2, 3], [1, 2, 3, 6], PADDINGS, [1, 2]))
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding, groups", GRID, ids=str)
+def test_grid(kernel, stride, dilation, padding, groups):
+    x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
+    check_conv(x_shape, w_shape, **options)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding, groups", GRID[::9], ids=str)
+def test_grid_numpy_path(kernel, stride, dilation, padding, groups):
+    x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
+    with minidl.kernels.disabled():
+        check_conv(x_shape, w_shape, **options)
+
+
+# ---------------------------------------------------------------- awkward cases, one line each
+@pytest.mark.parametrize(
+    "x_shape, w_shape, bias, options",
+    [
+        ((2, 3, 1, 1), (5, 3, 1, 1), True, {}),  # 1×1 input, pointwise
+        ((1, 2, 1, 1), (3, 2, 3, 3), True, dict(padding=1)),  # 1×1 input, only the centre tap sees it
+        ((1, 2, 1, 1), (3, 2, 2, 2), False, dict(padding=1, stride=2)),
+        ((1, 2, 1, 1), (3, 2, 3, 3), True, dict(padding=6, dilation=6)),  # every other tap in the padding
+        ((1, 3, 7, 5), (2, 3, 3, 3), True, dict(padding=(4, 0), dilation=(1, 2))),
+        ((3, 2, 9, 9), (4, 2, 3, 3), False, dict(stride=(1, 3), padding=(2, 1), dilation=(4, 5))),
+        ((1, 8, 9, 9), (4, 8, 3, 3), True, dict(padding=12, dilation=12)),  # ASPP rate 12 on a small map
+        ((1, 4, 11, 10), (4, 4, 3, 3), True, dict(padding=2, dilation=2, stride=2)),  # atrous with stride
+        ((2, 3, 13, 13), (8, 3, 3, 3), True, dict(stride=2, padding=1)),  # the stem
+        ((2, 4, 6, 6), (6, 2, 2, 3), True, dict(groups=2, padding=(0, 1))),
+        ((1, 6, 5, 7), (9, 2, 3, 1), False, dict(groups=3, stride=2, padding=1, dilation=(2, 1))),
+        ((2, 4, 5, 5), (4, 4, 5, 5), True, dict(padding=10)),  # output all border: bias and corner taps
+        ((2, 3, 8, 6), (2, 3, 8, 6), True, {}),  # the kernel covers the whole image
+        ((1, 2, 6, 6), (3, 2, 3, 3), True, dict(padding="valid", stride=2)),
+        ((1, 2, 7, 6), (3, 2, 3, 3), True, dict(padding="same", dilation=2)),
+        ((1, 2, 6, 7), (3, 2, 2, 4), True, dict(padding="same")),  # even kernels: the odd pixel goes after
+        ((1, 2, 6, 7), (3, 2, 4, 3), False, dict(padding="same", dilation=(3, 2))),
+        ((1, 4, 6, 7), (6, 2, 2, 2), True, dict(padding="same", groups=2)),
+        ((3, 6, 6), (4, 3, 3, 3), True, dict(padding=1)),  # unbatched (C, H, W)
+        ((3, 5, 5), (4, 3, 1, 1), False, {}),  # unbatched pointwise
+    ],
+    ids=str,
+)
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's note on its padded copy
+def test_awkward(x_shape, w_shape, bias, options):
+    check_conv(x_shape, w_shape, bias, **options)
+
+
+# ---------------------------------------------------------------- pointwise: a matrix product over channels, no im2col
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise(batch, groups, bias):
+    check_conv((batch, 4, 5, 3), (6, 4 // groups, 1, 1), bias, groups=groups)
+
+
+def test_pointwise_with_stride_or_padding_takes_im2col():
+    check_conv((2, 4, 5, 5), (3, 4, 1, 1), stride=2)
+    check_conv((2, 4, 5, 5), (3, 4, 1, 1), padding=(1, 2))
+    check_conv((2, 4, 5, 5), (3, 4, 1, 1), dilation=3)  # dilation changes nothing for a 1×1 kernel
+
+
+# ---------------------------------------------------------------- finite differences on tiny shapes
+@pytest.mark.parametrize(
+    "x_shape, w_shape, bias, options",
+    [
+        ((2, 2, 5, 4), (3, 2, 3, 3), True, dict(padding=1)),
+        ((1, 2, 6, 7), (2, 2, 3, 2), True, dict(stride=2, dilation=2, padding=(2, 1))),
+        ((1, 4, 5, 5), (2, 2, 2, 2), False, dict(groups=2, stride=(1, 2), padding=3)),
+        ((2, 3, 4, 3), (2, 3, 1, 1), True, {}),
+        ((2, 4, 3, 3), (4, 2, 1, 1), False, dict(groups=2)),
+        ((1, 2, 4, 5), (2, 2, 4, 3), True, dict(padding="same", dilation=(1, 2))),
+        ((2, 5, 5), (2, 2, 3, 3), True, dict(padding=3, dilation=3)),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
+def test_gradcheck(x_shape, w_shape, bias, options, compiled):
+    with contextlib.nullcontext() if compiled else minidl.kernels.disabled():
+        check_conv(x_shape, w_shape, bias, gradcheck=True, **options)
+
+
+# ---------------------------------------------------------------- constants get no gradient
+def test_constant_input_only_weight_and_bias_gradients():
+    image = np.random.default_rng(3).uniform(-1, 1, (2, 3, 9, 9))
+    check_op([Const(image), (4, 3, 3, 3), (4,)], lambda lib, x, w, b: conv(lib, x, w, b, stride=2, padding=1))
+
+
+def test_constant_weight_only_input_gradient():
+    weight = np.random.default_rng(4).uniform(-1, 1, (4, 3, 3, 3))
+    check_op([(2, 3, 6, 6), Const(weight)], lambda lib, x, w: conv(lib, x, w, dilation=2, padding=2))
+
+
+# ---------------------------------------------------------------- groups == in_channels
+def _general_grouped(lib, x, w, b, stride, padding, dilation):
+    """Torch's conv2d, or minidl's im2col path called directly (conv2d sends this case to depthwise)."""
+    if lib is torch:
+        return conv(lib, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
+    return Convolution.apply(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("stride, padding, dilation", [((1, 1), (1, 1), (1, 1)), ((2, 1), (4, 2), (2, 2))], ids=str)
+def test_groups_equal_channels_through_im2col(multiplier, stride, padding, dilation):
+    shapes = [(2, 3, 7, 6), (3 * multiplier, 1, 3, 3), (3 * multiplier,)]
+    check_op(shapes, lambda lib, x, w, b: _general_grouped(lib, x, w, b, stride, padding, dilation))
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_groups_equal_channels_dispatches_to_depthwise(multiplier):
+    check_conv((2, 3, 7, 6), (3 * multiplier, 1, 3, 3), groups=3, padding=2, dilation=2)
+
+
+# ---------------------------------------------------------------- im2col / col2im: torch's unfold / fold, NumPy vs Numba
+GEOMETRIES = [  # (input shape, kernel, stride, padding, dilation)
+    ((1, 1, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 3, 9, 8), (3, 2), (2, 1), (1, 0), (2, 3)),
+    ((1, 2, 6, 5), (1, 3), (3, 2), (2, 3), (1, 2)),  # padding beyond the kernel's reach
+    ((3, 2, 7, 7), (2, 2), (2, 3), (0, 1), (4, 2)),
+    ((2, 4, 5, 5), (3, 3), (1, 1), (6, 6), (6, 6)),  # rows that lie wholly in the padding
+    ((2, 2, 1, 1), (1, 1), (1, 1), (0, 0), (1, 1)),
+]
+
+
+def _unfold_torch(x, kernel, stride, padding, dilation):
+    """torch's unfold is (N, C·kh·kw, L); im2col puts the images side by side: (C·kh·kw, N·L)."""
+    cols = torch.nn.functional.unfold(torch.from_numpy(x), kernel, dilation, padding, stride).numpy()
+    return cols.transpose(1, 0, 2).reshape(cols.shape[1], -1)
+
+
+def _fold_torch(cols, shape, kernel, stride, padding, dilation):
+    batched = torch.from_numpy(np.ascontiguousarray(cols.reshape(cols.shape[0], shape[0], -1).transpose(1, 0, 2)))
+    return torch.nn.functional.fold(batched, shape[2:], kernel, dilation, padding, stride).numpy()
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("implementation", [im2col, cpu_conv.im2col], ids=["numpy", "numba"])
+def test_im2col_is_torch_unfold(shape, kernel, stride, padding, dilation, implementation):
+    x = np.random.default_rng(0).standard_normal(shape)
+    expected = _unfold_torch(x, kernel, stride, padding, dilation)
+    np.testing.assert_array_equal(implementation(x, kernel, stride, padding, dilation), expected)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("implementation", [col2im, cpu_conv.col2im], ids=["numpy", "numba"])
+def test_col2im_is_torch_fold(shape, kernel, stride, padding, dilation, implementation):
+    rows = _unfold_torch(np.zeros(shape), kernel, stride, padding, dilation).shape
+    cols = np.random.default_rng(1).standard_normal(rows)
+    expected = _fold_torch(cols, shape, kernel, stride, padding, dilation)
+    image = implementation(cols, shape, kernel, stride, padding, dilation)
+    np.testing.assert_allclose(image, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GEOMETRIES, ids=str)
+def test_numba_matches_numpy_in_float32(shape, kernel, stride, padding, dilation):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    cols = cpu_conv.im2col(x, kernel, stride, padding, dilation)
+    assert cols.dtype == np.float32
+    np.testing.assert_array_equal(cols, im2col(x, kernel, stride, padding, dilation))
+    image = cpu_conv.col2im(cols, shape, kernel, stride, padding, dilation)
+    assert image.dtype == np.float32
+    np.testing.assert_allclose(image, col2im(cols, shape, kernel, stride, padding, dilation), rtol=1e-6, atol=1e-6)
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    # <im2col(x), c> = <x, col2im(c)>: col2im is exactly the transpose of the linear map im2col
+    rng = np.random.default_rng(5)
+    shape, geometry = (2, 3, 8, 7), ((3, 2), (2, 1), (2, 3), (3, 2))
+    x = rng.standard_normal(shape)
+    cols = rng.standard_normal(im2col(x, *geometry).shape)
+    np.testing.assert_allclose((im2col(x, *geometry) * cols).sum(), (x * col2im(cols, shape, *geometry)).sum())
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, options",
+    [((2, 4, 9, 9), (6, 2, 3, 3), dict(groups=2, padding=2, dilation=2)), ((2, 5, 8, 8), (3, 5, 1, 1), {})],
+    ids=str,
+)
+def test_kernels_and_numpy_path_agree(x_shape, w_shape, options):
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1])]
+    results = []
+    for context in (contextlib.nullcontext(), minidl.kernels.disabled()):
+        with context:
+            tensors = [minidl.tensor(a, requires_grad=True) for a in arrays]
+            out = conv(minidl, *tensors, **options)
+            (out * out).sum().backward()
+            results.append([out.data] + [t.grad.data for t in tensors])
+    for compiled, readable in zip(*results):
+        np.testing.assert_allclose(compiled, readable, rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------- dtypes
+@pytest.mark.parametrize("options", [dict(padding=2, dilation=2), {}], ids=str)
+def test_float32_in_float32_out(options):
+    (outs, grads), (t_outs, t_grads) = run_both(
+        [(2, 4, 7, 7), (3, 4, 3, 3), (3,)], lambda lib, *t: conv(lib, *[a.float() for a in t], **options)
+    )
+    assert outs[0].dtype == np.float32
+    np.testing.assert_allclose(outs[0], t_outs[0], rtol=1e-5, atol=1e-5)
+    for g, t in zip(grads, t_grads):
+        np.testing.assert_allclose(g, t, rtol=1e-5, atol=1e-4)
+
+
+def test_float32_gradients_are_float32():
+    tensors = [minidl.tensor(np.ones(s, np.float32), requires_grad=True) for s in [(1, 2, 5, 5), (3, 2, 3, 3), (3,)]]
+    out = conv(minidl, *tensors, padding=1)
+    out.sum().backward()
+    assert out.dtype == minidl.float32
+    assert [t.grad.dtype for t in tensors] == [minidl.float32] * 3
+
+
+# ---------------------------------------------------------------- bad input: the message names what was wrong
+def _raises(message, x_shape, w_shape, b_shape=None, error=ValueError, dtype=np.float64, **options):
+    x, w = minidl.tensor(np.zeros(x_shape, dtype)), minidl.tensor(np.zeros(w_shape))
+    b = None if b_shape is None else minidl.tensor(np.zeros(b_shape))
+    with pytest.raises(error, match=message):
+        minidl.nn.functional.conv2d(x, w, b, **options)
+
+
+@pytest.mark.parametrize(
+    "message, x_shape, w_shape, b_shape, options",
+    [
+        (r"weight of shape \(3, 3, 3, 3\) with groups=1 expects 3 × 1 = 3 input channels, but input of shape "
+         r"\(2, 4, 5, 5\) has in_channels=4", (2, 4, 5, 5), (3, 3, 3, 3), None, {}),
+        (r"weight of shape \(4, 1, 3, 3\) with groups=2 expects 1 × 2 = 2 input channels.*in_channels=4",
+         (2, 4, 5, 5), (4, 1, 3, 3), None, dict(groups=2)),
+        (r"in_channels=3 \(input shape \(1, 3, 5, 5\)\) is not divisible by groups=2", (1, 3, 5, 5), (4, 1, 3, 3),
+         None, dict(groups=2)),
+        (r"out_channels=3 \(weight shape \(3, 2, 3, 3\)\) is not divisible by groups=2", (1, 4, 5, 5), (3, 2, 3, 3),
+         None, dict(groups=2)),
+        (r"groups must be a positive int, got 0", (1, 4, 5, 5), (3, 4, 3, 3), None, dict(groups=0)),
+        (r"dilated extent 5 \(kernel 3, dilation 2\) is larger than the padded input 4", (1, 1, 4, 4), (1, 1, 3, 3),
+         None, dict(dilation=2)),
+        (r"dilated extent 3 .* padded input 2 \(size 2, padding 0\)", (1, 1, 6, 2), (1, 1, 3, 3), None, {}),
+        (r"stride must be at least 1, got \(0, 0\)", (1, 1, 4, 4), (1, 1, 3, 3), None, dict(stride=0)),
+        (r"dilation must be at least 1, got \(1, 0\)", (1, 1, 4, 4), (1, 1, 3, 3), None, dict(dilation=(1, 0))),
+        (r"padding must be at least 0, got \(-1, -1\)", (1, 1, 4, 4), (1, 1, 3, 3), None, dict(padding=-1)),
+        (r"stride must be an int or a pair of ints, got \(1, 2, 3\)", (1, 1, 4, 4), (1, 1, 3, 3), None,
+         dict(stride=(1, 2, 3))),
+        (r"padding='same' needs stride 1 .* got stride=\(2, 2\)", (1, 1, 4, 4), (1, 1, 3, 3), None,
+         dict(stride=2, padding="same")),
+        (r"padding must be an int, a pair of ints, 'same' or 'valid', got 'full'", (1, 1, 4, 4), (1, 1, 3, 3),
+         None, dict(padding="full")),
+        (r"input must be 4-D \(N, C_in, H, W\) or 3-D \(C_in, H, W\), got shape \(4, 4\)", (4, 4), (1, 1, 3, 3),
+         None, {}),
+        (r"input must be 4-D .* got shape \(1, 1, 1, 4, 4\)", (1, 1, 1, 4, 4), (1, 1, 3, 3), None, {}),
+        (r"weight must be 4-D \(C_out, C_in/groups, kh, kw\), got shape \(1, 3, 3\)", (1, 1, 4, 4), (1, 3, 3),
+         None, {}),
+        (r"bias must have shape \(2,\), one per output channel, got \(3,\)", (1, 1, 4, 4), (2, 1, 3, 3), (3,), {}),
+        (r"bias must have shape \(2,\).* got \(1, 2\)", (1, 1, 4, 4), (2, 1, 3, 3), (1, 2), {}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_input(message, x_shape, w_shape, b_shape, options):
+    _raises(message, x_shape, w_shape, b_shape, **options)
+
+
+def test_mismatched_dtypes():
+    _raises(r"input is float32 but weight is float64", (1, 1, 4, 4), (1, 1, 3, 3), error=TypeError, dtype=np.float32)
