@@ -126,24 +126,26 @@ class Convolution(Function):
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, dilation, groups):
         c_out, _, kh, kw = w.shape
-        n, _, h, width = x.shape
+        n, _, height, width = x.shape
         geometry = ((kh, kw), stride, padding, dilation)
-        h_out, w_out = conv_output_hw((h, width), *geometry)
+        h_out, w_out = conv_output_hw((height, width), *geometry)
         cols = _unfold(x, *geometry)
         cols = cols.reshape(groups, -1, cols.shape[1])  # rows are channel-major: one block per group
         w_groups = w.reshape(groups, c_out // groups, -1)
         out = w_groups @ cols  # (groups, C_out/groups, N·H_out·W_out)
         out = out.reshape(c_out, n, h_out, w_out).transpose(1, 0, 2, 3)
-        ctx.save_for_backward(cols, w_groups)
+        # grad_input needs the weight, grad_weight the columns: keep only what will be used
+        needs_x, needs_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(cols if needs_w else None, w_groups if needs_x else None)
         ctx.x_shape, ctx.w_shape, ctx.geometry = x.shape, w.shape, geometry
         return _add_bias(get_array_module(x).ascontiguousarray(out), b)
 
     @staticmethod
     def backward(ctx, g):
         cols, w_groups = ctx.saved
-        groups, c_out_group, _ = w_groups.shape
+        c_out, groups = ctx.w_shape[0], ctx.x_shape[1] // ctx.w_shape[1]
         # (N, C_out, H_out, W_out) -> (groups, C_out/groups, N·H_out·W_out), the layout of the forward product
-        g_groups = g.transpose(1, 0, 2, 3).reshape(groups, c_out_group, -1)
+        g_groups = g.transpose(1, 0, 2, 3).reshape(groups, c_out // groups, -1)
         gx = gw = None
         if ctx.needs_input_grad[0]:
             grad_cols = w_groups.transpose(0, 2, 1) @ g_groups
@@ -158,19 +160,22 @@ class PointwiseConvolution(Function):
 
     @staticmethod
     def forward(ctx, x, w, b, groups):
-        n, c_in, h, width = x.shape
+        n, c_in, height, width = x.shape
         c_out = w.shape[0]
-        x_groups = x.reshape(n, groups, c_in // groups, h * width)
+        x_groups = x.reshape(n, groups, c_in // groups, height * width)
         w_groups = w.reshape(groups, c_out // groups, c_in // groups)
-        ctx.save_for_backward(x_groups, w_groups)
+        needs_x, needs_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x_groups if needs_w else None, w_groups if needs_x else None)
         ctx.x_shape, ctx.w_shape = x.shape, w.shape
-        out = (w_groups @ x_groups).reshape(n, c_out, h, width)  # one product per image and group
+        out = (w_groups @ x_groups).reshape(n, c_out, height, width)  # one product per image and group
         return _add_bias(out, b)
 
     @staticmethod
     def backward(ctx, g):
         x_groups, w_groups = ctx.saved
-        g_groups = g.reshape(x_groups.shape[:2] + (-1, x_groups.shape[3]))
+        (n, c_in, height, width), c_out = ctx.x_shape, ctx.w_shape[0]
+        groups = c_in // ctx.w_shape[1]
+        g_groups = g.reshape(n, groups, c_out // groups, height * width)
         gx = gw = None
         if ctx.needs_input_grad[0]:
             gx = (w_groups.transpose(0, 2, 1) @ g_groups).reshape(ctx.x_shape)

@@ -16,18 +16,23 @@ from minidl.functional.conv import loop_arguments
 _THREADS = 256
 
 
+@cuda.jit(device=True)
+def _divide(index, size):
+    """(index // size, index % size): peel the fastest-varying coordinate off a flat index."""
+    return index // size, index % size
+
+
 @cuda.jit
 def _im2col(images, cols, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
-    index = cuda.grid(1)
-    if index >= cols.size:
+    row, column = _divide(cuda.grid(1), cols.shape[1])
+    if row >= cols.shape[0]:
         return
-    _, _, height, width = images.shape
-    row, column = index // cols.shape[1], index % cols.shape[1]
-    c, i, j = row // (kh * kw), row // kw % kh, row % kw
-    n, position = column // (h_out * w_out), column % (h_out * w_out)
+    c, tap = _divide(row, kh * kw)
+    i, j = _divide(tap, kw)
+    n, position = _divide(column, h_out * w_out)
     y = position // w_out * sh + i * dh - ph
     x = position % w_out * sw + j * dw - pw
-    inside = 0 <= y < height and 0 <= x < width
+    inside = 0 <= y < images.shape[2] and 0 <= x < images.shape[3]
     cols[row, column] = images[n, c, y, x] if inside else 0
 
 
@@ -42,14 +47,11 @@ def _window_position(pixel, tap, stride, pad, dilation, out):
 
 @cuda.jit
 def _col2im(cols, images, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
-    index = cuda.grid(1)
-    if index >= images.size:
+    rest, x = _divide(cuda.grid(1), images.shape[3])
+    rest, y = _divide(rest, images.shape[2])
+    n, c = _divide(rest, images.shape[1])
+    if n >= images.shape[0]:
         return
-    _, channels, height, width = images.shape
-    x = index % width
-    y = index // width % height
-    c = index // (width * height) % channels
-    n = index // (width * height * channels)
     total = 0.0  # at most kh·kw terms; summed in float64, rounded once when stored
     for i in range(kh):
         oy = _window_position(y, i, sh, ph, dh, h_out)
