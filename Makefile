@@ -17,8 +17,11 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(BIN)/minidl demo
 
+# The CUDA kernels are tested on the CPU by Numba's simulator, which must be
+# switched on before Numba is imported: a second pytest process.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/cudasim
 
 install: $(STAMP)
 
