@@ -3,9 +3,13 @@
 Same arguments, same layout: cols is (C·kh·kw, N·H_out·W_out), row (c, i, j)
 channel-major. Instead of padding the input, each loop computes the range of
 output positions whose tap lands inside the image and writes zeros outside
-it, so every entry of cols is written exactly once. Both loops run in
-parallel over independent pieces of output: im2col over (row, image) pairs,
-col2im over (image, channel) planes, so no two threads add to the same pixel.
+it, so every entry of cols is written exactly once.
+
+The loops run on one thread, on purpose: they only move memory, and the
+matrix products around them already use every core through BLAS. A Numba
+thread pool beside BLAS's own made each switch between the two stall while
+the other pool's idle threads spun (the 3→32 stem conv ran 2-6× slower on
+2 cores), for no gain on the large convolutions.
 """
 import numba
 import numpy as np
@@ -21,47 +25,46 @@ def _inside(offset, stride, size, out):
     return lo, hi
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
     n_images, _, height, width = x.shape
     per_image = h_out * w_out
-    for task in numba.prange(cols.shape[0] * n_images):
-        row, n = task // n_images, task % n_images
+    for row in range(cols.shape[0]):
         c, i, j = row // (kh * kw), row // kw % kh, row % kw
         y_offset, x_offset = i * dh - ph, j * dw - pw
         y_lo, y_hi = _inside(y_offset, sh, height, h_out)
         x_lo, x_hi = _inside(x_offset, sw, width, w_out)
-        image = cols[row, n * per_image : (n + 1) * per_image]
-        image[: y_lo * w_out] = 0
-        image[y_hi * w_out :] = 0
-        for oy in range(y_lo, y_hi):
-            line = image[oy * w_out : (oy + 1) * w_out]
-            source = x[n, c, oy * sh + y_offset]
-            line[:x_lo] = 0
-            for ox in range(x_lo, x_hi):
-                line[ox] = source[ox * sw + x_offset]
-            line[x_hi:] = 0
+        for n in range(n_images):
+            image = cols[row, n * per_image : (n + 1) * per_image]
+            image[: y_lo * w_out] = 0
+            image[y_hi * w_out :] = 0
+            for oy in range(y_lo, y_hi):
+                line = image[oy * w_out : (oy + 1) * w_out]
+                source = x[n, c, oy * sh + y_offset]
+                line[:x_lo] = 0
+                for ox in range(x_lo, x_hi):
+                    line[ox] = source[ox * sw + x_offset]
+                line[x_hi:] = 0
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _col2im(cols, image, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
     n_images, channels, height, width = image.shape
     per_image = h_out * w_out
-    for task in numba.prange(n_images * channels):
-        n, c = task // channels, task % channels
-        plane = image[n, c]
-        for i in range(kh):
-            y_offset = i * dh - ph
-            y_lo, y_hi = _inside(y_offset, sh, height, h_out)
-            for j in range(kw):
-                x_offset = j * dw - pw
-                x_lo, x_hi = _inside(x_offset, sw, width, w_out)
-                row = cols[(c * kh + i) * kw + j, n * per_image : (n + 1) * per_image]
-                for oy in range(y_lo, y_hi):
-                    target = plane[oy * sh + y_offset]
-                    for ox in range(x_lo, x_hi):
-                        target[ox * sw + x_offset] += row[oy * w_out + ox]
-
+    for n in range(n_images):
+        for c in range(channels):
+            plane = image[n, c]  # stays in cache while the kh·kw rows of channel c pour into it
+            for i in range(kh):
+                y_offset = i * dh - ph
+                y_lo, y_hi = _inside(y_offset, sh, height, h_out)
+                for j in range(kw):
+                    x_offset = j * dw - pw
+                    x_lo, x_hi = _inside(x_offset, sw, width, w_out)
+                    row = cols[(c * kh + i) * kw + j, n * per_image : (n + 1) * per_image]
+                    for oy in range(y_lo, y_hi):
+                        target = plane[oy * sh + y_offset]
+                        for ox in range(x_lo, x_hi):
+                            target[ox * sw + x_offset] += row[oy * w_out + ox]
 
 def im2col(x, kernel_size, stride, padding, dilation):
     """x (N, C, H, W) -> cols (C·kh·kw, N·H_out·W_out), as ``minidl.functional.conv.im2col``."""
