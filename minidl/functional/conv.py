@@ -216,7 +216,7 @@ def _check_shapes(input, weight, bias, groups):
 
 def _same_padding(input, kernel_size, dilation):
     """padding='same': total d·(k-1) per axis, the odd pixel after (PyTorch pads it explicitly first)."""
-    totals = [dilation_ * (k - 1) for k, dilation_ in zip(kernel_size, dilation)]
+    totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
     extra_h, extra_w = (t % 2 for t in totals)
     if extra_h or extra_w:
         input = pad(input, (0, extra_w, 0, extra_h))
