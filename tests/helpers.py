@@ -88,3 +88,44 @@ def check_op(inputs, fn, atol=1e-7, rtol=1e-6, low=-2.0, high=2.0, gradcheck=Tru
         arrays = make_arrays(inputs, low, high, seed)
         tensors = [minidl.tensor(a, requires_grad=bool(grad)) for a, grad in arrays]
         minidl.gradcheck(lambda *xs: fn(minidl, *xs), tensors)
+
+
+def check_module(make, input_shape, modes=("train", "eval"), steps=2, atol=1e-9, rtol=1e-7, seed=0):
+    """Assert that a module built by ``make(lib)`` behaves the same in minidl and torch.
+
+    Both are float64 and minidl loads torch's weights; then, in each mode, for
+    ``steps`` calls: the same state_dict keys and shapes, the same outputs, the
+    same input and parameter gradients, and the same buffers afterwards
+    (running statistics and batch counters included).
+    """
+    torch.manual_seed(seed)
+    ours, theirs = make(minidl).double(), make(torch).double()
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == [
+        (k, tuple(v.shape)) for k, v in theirs.state_dict().items()
+    ], "state_dict keys or shapes differ from torch"
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    rng = np.random.default_rng(seed)
+    for mode in modes:
+        ours.train(mode == "train")
+        theirs.train(mode == "train")
+        for step in range(steps):
+            x = rng.standard_normal(input_shape)
+            x_ours, x_theirs = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+            out, t_out = ours(x_ours), theirs(x_theirs)
+            where = f"{mode} step {step}"
+            np.testing.assert_allclose(out.data, t_out.detach().numpy(), atol=atol, rtol=rtol, err_msg=f"output, {where}")
+            upstream = rng.standard_normal(tuple(out.shape))
+            ours.zero_grad()
+            theirs.zero_grad()
+            out.backward(upstream)
+            t_out.backward(torch.tensor(upstream))
+            np.testing.assert_allclose(x_ours.grad.data, x_theirs.grad.numpy(), atol=atol, rtol=rtol,
+                                       err_msg=f"input gradient, {where}")
+            t_params = dict(theirs.named_parameters())
+            for name, p in ours.named_parameters():
+                np.testing.assert_allclose(p.grad.data, t_params[name].grad.numpy(), atol=atol, rtol=rtol,
+                                           err_msg=f"gradient of {name}, {where}")
+            t_buffers = dict(theirs.named_buffers())
+            for name, b in ours.named_buffers():
+                np.testing.assert_allclose(b.data, t_buffers[name].numpy(), atol=atol, rtol=rtol,
+                                           err_msg=f"buffer {name}, {where}")

@@ -14,3 +14,6 @@ from minidl.nn.layers import (  # noqa: F401
     Tanh,
 )
 from minidl.nn.module import Module, Parameter  # noqa: F401
+from minidl.nn.norm import BatchNorm1d, BatchNorm2d  # noqa: F401
+from minidl.nn.conv import Conv2d, SeparableConv2d  # noqa: F401,E402
+from minidl.nn.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d, Upsample  # noqa: F401

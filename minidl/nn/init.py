@@ -113,3 +113,15 @@ def xavier_uniform_(tensor, gain=1.0):
 
 def xavier_normal_(tensor, gain=1.0):
     return normal_(tensor, 0.0, _xavier_std(tensor, gain))
+
+
+def layer_defaults_(weight, bias=None):
+    """PyTorch's default initialisation of Linear and Conv2d: weight and bias uniform in ±1/sqrt(fan_in).
+
+    (kaiming_uniform_ with a=sqrt(5) gives gain sqrt(2/6) and so exactly that bound.)
+    """
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        uniform_(bias, -bound, bound)

@@ -3,8 +3,6 @@
 Each is a thin Module over an op of ``minidl.nn.functional``: the module holds
 the parameters and settings, the op does the computing (and differentiating).
 """
-import math
-
 import numpy as np
 
 from minidl import functional as F
@@ -28,15 +26,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """PyTorch's default: both weight and bias uniform in ±1/sqrt(in_features).
-
-        (kaiming_uniform_ with a=sqrt(5) gives gain sqrt(2/6) and so exactly that bound.)
-        """
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.layer_defaults_(self.weight, self.bias)
 
     def forward(self, input):
         if input.ndim == 0 or input.shape[-1] != self.in_features:
