@@ -63,8 +63,8 @@ def _linear_taps(in_size, out_size, align_corners, scale_factor, dtype):
     src = (ratio * dst if align_corners else np.maximum(ratio * (dst + 0.5) - 0.5, 0)).astype(dtype)
     index0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     index1 = np.minimum(index0 + 1, in_size - 1)
-    weight1 = np.clip(src - index0.astype(dtype), 0, 1).astype(dtype)
-    return (index0, (1 - weight1).astype(dtype)), (index1, weight1)
+    weight1 = np.clip(src - index0.astype(dtype), 0, 1)
+    return (index0, 1 - weight1), (index1, weight1)
 
 
 def _nearest_taps(in_size, out_size, scale_factor, exact):
@@ -72,7 +72,8 @@ def _nearest_taps(in_size, out_size, scale_factor, exact):
 
     PyTorch computes this rule in float32 whatever the input's dtype. 'nearest'
     is its legacy rule, floor(out·ratio), which shifts the picture towards the
-    top-left; 'nearest-exact' rounds the pixel centre, floor((out+0.5)·ratio).
+    top-left; 'nearest-exact' rounds where the output pixel's centre lands,
+    (out+0.5)·ratio - 0.5, to the nearest input pixel.
     """
     if out_size == in_size and not exact:  # PyTorch copies then, whatever the scale_factor
         return ((np.arange(in_size), None),)
@@ -122,7 +123,7 @@ def _scatter(g, taps, axis, in_size):
 
 def _compiled(x, taps):
     """The bilinear kernel module for x's device, or None for the readable array code."""
-    if len(taps) != 2 or not kernels.enabled():
+    if len(taps) != 2 or x.dtype not in (np.float32, np.float64) or not kernels.enabled():
         return None
     if get_array_module(x) is np:
         from minidl.kernels.cpu import interpolate
