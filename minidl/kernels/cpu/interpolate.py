@@ -12,8 +12,8 @@ independent, so ``prange`` spreads them over the cores without any two
 threads writing to the same place.
 
 The outputs are allocated by NumPy, not inside the kernels: NumPy asks the
-system for huge pages for large arrays, and first touching a big output page by
-small page cost more than the resizing itself.
+system for huge pages for large arrays, whereas filling a fresh output one small
+page at a time (a page fault each) cost more than the resizing itself.
 """
 import numba
 import numpy as np
