@@ -11,6 +11,8 @@ plane writes its own partial sums and the batch is summed afterwards.
 import numba
 import numpy as np
 
+from minidl.kernels.cpu.interpolate import _run  # one thread for small maps, all of them otherwise
+
 _PARALLEL = dict(cache=True, parallel=True)
 
 
@@ -22,9 +24,9 @@ def _valid_outputs(offset, step, size, out_size):
     return lo, max(lo, hi)
 
 
-# The three loops below meet one tap's reads along a row as two views: the outputs lo..hi-1
-# (contiguous) and the input columns col + q·step they read. A unit step is kept as a
-# contiguous slice, which Numba vectorizes; any other step becomes a strided view.
+# One tap's reads along one output row are two views of equal length: the outputs lo..hi-1
+# (contiguous) and the input columns col + q·step they read. A unit step stays a contiguous
+# slice, which Numba vectorizes; any other step is a strided view.
 
 
 @numba.njit(cache=True, inline="always")
@@ -36,7 +38,8 @@ def _axpy(a, x, y):
 
 @numba.njit(cache=True, inline="always")
 def _dot(x, y):
-    total = 0.0
+    # one row in the arrays' own precision (vectorizable); the caller sums rows in float64
+    total = x.dtype.type(0)
     for q in range(x.size):
         total += x[q] * y[q]
     return total
@@ -44,7 +47,7 @@ def _dot(x, y):
 
 @numba.njit(cache=True, inline="always")
 def _read_tap(out_row, in_row, col, lo, hi, step, tap):
-    """out_row[q] += tap · in_row[col + q·step] for q in lo..hi-1."""
+    """Forward: out_row[q] += tap · in_row[col + q·step] for q in lo..hi-1."""
     if step == 1:
         _axpy(tap, in_row[col + lo : col + hi], out_row[lo:hi])
     else:
@@ -52,8 +55,8 @@ def _read_tap(out_row, in_row, col, lo, hi, step, tap):
 
 
 @numba.njit(cache=True, inline="always")
-def _return_tap(in_row, out_row, col, lo, hi, step, tap):
-    """in_row[col + q·step] += tap · out_row[q] for q in lo..hi-1: the transpose of _read_tap."""
+def _return_tap(out_row, in_row, col, lo, hi, step, tap):
+    """Grad input, the transpose of _read_tap: in_row[col + q·step] += tap · out_row[q]."""
     if step == 1:
         _axpy(tap, out_row[lo:hi], in_row[col + lo : col + hi])
     else:
@@ -62,60 +65,57 @@ def _return_tap(in_row, out_row, col, lo, hi, step, tap):
 
 @numba.njit(cache=True, inline="always")
 def _dot_tap(out_row, in_row, col, lo, hi, step):
-    """sum over q in lo..hi-1 of out_row[q] · in_row[col + q·step]."""
+    """Grad weight, one row's share: Σ_q out_row[q] · in_row[col + q·step]."""
     if step == 1:
         return _dot(out_row[lo:hi], in_row[col + lo : col + hi])
     return _dot(out_row[lo:hi], in_row[col + lo * step : col + (hi - 1) * step + 1 : step])
 
 
+@numba.njit(cache=True, inline="always")
+def _each_tap(out_plane, in_plane, taps, sh, sw, ph, pw, dh, dw, visit):
+    """visit(output row, input row, col, lo, hi, sw, tap weight) for every tap that lands inside the input.
+
+    The loop of forward and grad input: output row by output row, so the rows
+    it touches stay in the cache while every tap passes over them.
+    """
+    height, width = in_plane.shape
+    out_height, out_width = out_plane.shape
+    kh, kw = taps.shape
+    for p in range(out_height):
+        for i in range(kh):
+            row = p * sh + i * dh - ph
+            if row < 0 or row >= height:
+                continue
+            for j in range(kw):
+                col = j * dw - pw
+                lo, hi = _valid_outputs(col, sw, width, out_width)
+                if lo < hi:
+                    visit(out_plane[p], in_plane[row], col, lo, hi, sw, taps[i, j])
+
+
 @numba.njit(**_PARALLEL)
 def _forward(x, weight, bias, out, sh, sw, ph, pw, dh, dw):
-    images, channels, height, width = x.shape
-    out_channels, _, kh, kw = weight.shape
-    multiplier = out_channels // channels
-    out_height, out_width = out.shape[2], out.shape[3]
+    images, out_channels = out.shape[:2]
+    multiplier = out_channels // x.shape[1]
     for plane in numba.prange(images * out_channels):
         n, o = plane // out_channels, plane % out_channels
-        src, dst = x[n, o // multiplier], out[n, o]
-        for p in range(out_height):
-            dst[p, :] = bias[o]
-            for i in range(kh):
-                row = p * sh + i * dh - ph
-                if row < 0 or row >= height:
-                    continue
-                for j in range(kw):
-                    col = j * dw - pw
-                    lo, hi = _valid_outputs(col, sw, width, out_width)
-                    if lo < hi:
-                        _read_tap(dst[p], src[row], col, lo, hi, sw, weight[o, 0, i, j])
+        out[n, o] = bias[o]
+        _each_tap(out[n, o], x[n, o // multiplier], weight[o, 0], sh, sw, ph, pw, dh, dw, _read_tap)
 
 
 @numba.njit(**_PARALLEL)
 def _grad_input(grad, weight, gx, sh, sw, ph, pw, dh, dw):
-    images, channels, height, width = gx.shape
-    out_channels, _, kh, kw = weight.shape
-    multiplier = out_channels // channels
-    out_height, out_width = grad.shape[2], grad.shape[3]
+    images, channels = gx.shape[:2]
+    multiplier = grad.shape[1] // channels
     for plane in numba.prange(images * channels):
         n, c = plane // channels, plane % channels
-        dst = gx[n, c]
-        dst[:, :] = 0
+        gx[n, c] = 0
         # every output channel reading channel c sends its gradient back along the taps it used
         for o in range(c * multiplier, (c + 1) * multiplier):
-            src = grad[n, o]
-            for p in range(out_height):
-                for i in range(kh):
-                    row = p * sh + i * dh - ph
-                    if row < 0 or row >= height:
-                        continue
-                    for j in range(kw):
-                        col = j * dw - pw
-                        lo, hi = _valid_outputs(col, sw, width, out_width)
-                        if lo < hi:
-                            _return_tap(dst[row], src[p], col, lo, hi, sw, weight[o, 0, i, j])
+            _each_tap(grad[n, o], gx[n, c], weight[o, 0], sh, sw, ph, pw, dh, dw, _return_tap)
 
 
-@numba.njit(**_PARALLEL, fastmath=True)
+@numba.njit(**_PARALLEL, fastmath={"reassoc"})  # reassociation lets the row sums vectorize; NaNs still propagate
 def _grad_weight(x, grad, partial, sh, sw, ph, pw, dh, dw):
     images, channels, height, width = x.shape
     _, out_channels, kh, kw = partial.shape
@@ -124,6 +124,7 @@ def _grad_weight(x, grad, partial, sh, sw, ph, pw, dh, dw):
     for plane in numba.prange(images * out_channels):
         n, o = plane // out_channels, plane % out_channels
         src, g = x[n, o // multiplier], grad[n, o]
+        # tap by tap, so each tap's sum stays in a register over the whole plane
         for i in range(kh):
             p_lo, p_hi = _valid_outputs(i * dh - ph, sh, height, out_height)
             for j in range(kw):
@@ -140,18 +141,20 @@ def forward(x, weight, bias, stride, padding, dilation, out_hw):
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     out = np.empty(x.shape[:1] + weight.shape[:1] + out_hw, dtype=x.dtype)
     bias = np.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
-    _forward(x, weight, bias, out, *stride, *padding, *dilation)
+    _run(_forward, out, x, weight, bias, out, *stride, *padding, *dilation)
     return out
 
 
 def grad_input(grad, weight, x_shape, stride, padding, dilation):
     gx = np.empty(x_shape, dtype=grad.dtype)
-    _grad_input(np.ascontiguousarray(grad), np.ascontiguousarray(weight), gx, *stride, *padding, *dilation)
+    grad, weight = np.ascontiguousarray(grad), np.ascontiguousarray(weight)
+    _run(_grad_input, gx, grad, weight, gx, *stride, *padding, *dilation)
     return gx
 
 
 def grad_weight(x, grad, weight_shape, stride, padding, dilation):
     # per-image partial sums in float64, added up over the batch at the end
     partial = np.empty((x.shape[0], weight_shape[0]) + weight_shape[2:], dtype=np.float64)
-    _grad_weight(np.ascontiguousarray(x), np.ascontiguousarray(grad), partial, *stride, *padding, *dilation)
+    x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad)
+    _run(_grad_weight, grad, x, grad, partial, *stride, *padding, *dilation)
     return partial.sum(axis=0).astype(x.dtype).reshape(weight_shape)

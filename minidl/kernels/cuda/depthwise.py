@@ -14,6 +14,7 @@ import numba
 from numba import cuda
 
 from minidl.backend import get_array_module
+from minidl.kernels.cuda.conv import _divide, _window_position
 
 THREADS = 128  # threads per block; the shared-memory reduction needs a power of two
 
@@ -24,14 +25,13 @@ def _blocks(count):
 
 @cuda.jit
 def _forward(x, weight, bias, out, sh, sw, ph, pw, dh, dw):
-    index = cuda.grid(1)
-    images, out_channels, out_height, out_width = out.shape
-    if index >= out.size:
+    rest, q = _divide(cuda.grid(1), out.shape[3])
+    rest, p = _divide(rest, out.shape[2])
+    n, o = _divide(rest, out.shape[1])
+    if n >= out.shape[0]:
         return
-    q, p = index % out_width, index // out_width % out_height
-    o, n = index // (out_width * out_height) % out_channels, index // (out_width * out_height * out_channels)
     height, width = x.shape[2], x.shape[3]
-    c = o // (out_channels // x.shape[1])
+    c = o // (out.shape[1] // x.shape[1])
     total = bias[o]
     for i in range(weight.shape[2]):
         row = p * sh + i * dh - ph
@@ -43,32 +43,22 @@ def _forward(x, weight, bias, out, sh, sw, ph, pw, dh, dw):
     out[n, o, p, q] = total
 
 
-@cuda.jit(device=True)
-def _source(pixel, tap, step, pad, rate, out_size):
-    """The output index whose tap ``tap`` reads input ``pixel``, or -1 when none does."""
-    offset = pixel + pad - tap * rate
-    if offset < 0 or offset % step != 0 or offset // step >= out_size:
-        return -1
-    return offset // step
-
-
 @cuda.jit
 def _grad_input(grad, weight, gx, sh, sw, ph, pw, dh, dw):
-    index = cuda.grid(1)
-    images, channels, height, width = gx.shape
-    if index >= gx.size:
+    rest, col = _divide(cuda.grid(1), gx.shape[3])
+    rest, row = _divide(rest, gx.shape[2])
+    n, c = _divide(rest, gx.shape[1])
+    if n >= gx.shape[0]:
         return
-    col, row = index % width, index // width % height
-    c, n = index // (width * height) % channels, index // (width * height * channels)
-    out_channels, out_height, out_width = grad.shape[1], grad.shape[2], grad.shape[3]
-    multiplier = out_channels // channels
-    total = 0.0
+    multiplier = grad.shape[1] // gx.shape[1]
+    total = 0.0  # at most m·kh·kw terms; summed in float64, rounded once when stored
     for o in range(c * multiplier, (c + 1) * multiplier):
+        # the output pixel whose tap (i, j) reads (row, col), if any
         for i in range(weight.shape[2]):
-            p = _source(row, i, sh, ph, dh, out_height)
+            p = _window_position(row, i, sh, ph, dh, grad.shape[2])
             if p >= 0:
                 for j in range(weight.shape[3]):
-                    q = _source(col, j, sw, pw, dw, out_width)
+                    q = _window_position(col, j, sw, pw, dw, grad.shape[3])
                     if q >= 0:
                         total += weight[o, 0, i, j] * grad[n, o, p, q]
     gx[n, c, row, col] = total
@@ -77,16 +67,16 @@ def _grad_input(grad, weight, gx, sh, sw, ph, pw, dh, dw):
 @cuda.jit
 def _grad_weight(x, grad, gw, sh, sw, ph, pw, dh, dw):
     # block b sums tap (i, j) of output channel o, with b = (o·kh + i)·kw + j
-    kh, kw = gw.shape[2], gw.shape[3]
-    j, i, o = cuda.blockIdx.x % kw, cuda.blockIdx.x // kw % kh, cuda.blockIdx.x // (kw * kh)
+    rest, j = _divide(cuda.blockIdx.x, gw.shape[3])
+    o, i = _divide(rest, gw.shape[2])
     images, out_channels, out_height, out_width = grad.shape
-    height, width = x.shape[2], x.shape[3]
     c = o // (out_channels // x.shape[1])
     total = 0.0
     for index in range(cuda.threadIdx.x, images * out_height * out_width, THREADS):
-        q, p, n = index % out_width, index // out_width % out_height, index // (out_width * out_height)
+        rest, q = _divide(index, out_width)
+        n, p = _divide(rest, out_height)
         row, col = p * sh + i * dh - ph, q * sw + j * dw - pw
-        if 0 <= row < height and 0 <= col < width:
+        if 0 <= row < x.shape[2] and 0 <= col < x.shape[3]:
             total += grad[n, o, p, q] * x[n, c, row, col]
     partial = cuda.shared.array(THREADS, numba.float64)
     partial[cuda.threadIdx.x] = total
