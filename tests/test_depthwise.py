@@ -104,6 +104,27 @@ def test_only_weight_needs_gradient():
     check_op([Const(x), (2, 1, 3, 3)], lambda lib, x, w: depthwise(lib, x, w, None, (1, 1), (1, 1), (1, 1)))
 
 
+# ---------------------------------------------------------------- through the public conv2d(groups=C)
+CONV2D_CASES = [
+    ([(2, 4, 9, 9), (4, 1, 3, 3), (4,)], dict(stride=1, padding=2, dilation=2)),  # atrous 'same' by hand
+    ([(1, 3, 8, 7), (6, 1, 3, 3), (6,)], dict(stride=2, padding=1)),  # strided, multiplier 2
+    ([(1, 2, 9, 8), (2, 1, 3, 3), (2,)], dict(padding="same", dilation=3)),  # 'same' with a rate
+    ([(2, 7, 6), (2, 1, 2, 3), (2,)], dict(stride=(2, 1), padding=(1, 0))),  # unbatched input
+]
+
+
+@pytest.mark.parametrize("inputs, options", CONV2D_CASES, ids=str)
+def test_through_conv2d(inputs, options):
+    groups = inputs[0][-3]
+    check_op(inputs, lambda lib, x, w, b: lib.nn.functional.conv2d(x, w, b, groups=groups, **options))
+
+
+def test_conv2d_dispatches_here():
+    x = minidl.tensor(np.ones((1, 3, 5, 5)), requires_grad=True)
+    y = minidl.nn.functional.conv2d(x, minidl.tensor(np.ones((3, 1, 3, 3))), groups=3)
+    assert y.grad_fn.function is dw.DepthwiseConv2d
+
+
 # ---------------------------------------------------------------- compiled kernel vs readable NumPy
 GEOMETRIES = [
     ((3, 3), (1, 1), (2, 2), (2, 2)),
