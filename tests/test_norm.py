@@ -30,7 +30,8 @@ def test_affine(shape, training):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_no_weight_no_bias(shape, training):
-    check_op([shape, *_running(shape[1])], lambda lib, x, m, v: lib.nn.functional.batch_norm(x, m, v, None, None, training))
+    run = _running(shape[1])
+    check_op([shape, *run], lambda lib, x, m, v: lib.nn.functional.batch_norm(x, m, v, None, None, training))
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
