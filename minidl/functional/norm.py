@@ -44,43 +44,39 @@ class BatchNorm(Function):
         xp = get_array_module(x)
         axes = _channel_axes(x)
         if training:
-            mean = x.mean(axis=axes)
-            var = ((x - _per_channel(mean, x.ndim)) ** 2).mean(axis=axes)
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
             if running_mean is not None:
                 count = x.size // x.shape[1]
                 _update_running(running_mean, mean, momentum)
                 _update_running(running_var, var * (count / (count - 1)), momentum)
-        else:  # copies: a later training call must not change what this backward sees
+        else:  # a copy: a later training call must not change what this backward sees
             mean, var = running_mean.copy(), running_var
         invstd = 1 / xp.sqrt(var + eps)
+        scale = invstd if weight is None else weight * invstd
+        shift = -mean * scale if bias is None else bias - mean * scale
         # x̂ is recomputed in backward from x, which the graph keeps alive anyway: no extra copy is held
-        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.save_for_backward(x, mean, invstd, scale)
         ctx.training, ctx.axes = training, axes
-        y = (x - _per_channel(mean, x.ndim)) * _per_channel(invstd, x.ndim)
-        if weight is not None:
-            y = y * _per_channel(weight, x.ndim)
-        if bias is not None:
-            y = y + _per_channel(bias, x.ndim)
-        return y
+        # γ·(x - μ)/σ + β as one multiply-add per element, as PyTorch computes it
+        return x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim)
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, mean, invstd = ctx.saved
+        x, mean, invstd, scale = ctx.saved
         axes, ndim = ctx.axes, x.ndim
-        x_hat = (x - _per_channel(mean, ndim)) * _per_channel(invstd, ndim)
-        scale = invstd if weight is None else weight * invstd
-        dx = dweight = dbias = None
-        if ctx.needs_input_grad[0]:
-            if ctx.training:
-                centred = g - _per_channel(g.mean(axis=axes), ndim)
-                dx = (centred - x_hat * _per_channel((g * x_hat).mean(axis=axes), ndim)) * _per_channel(scale, ndim)
-            else:
-                dx = g * _per_channel(scale, ndim)
-        if ctx.needs_input_grad[1]:
-            dweight = (g * x_hat).sum(axis=axes)
-        if ctx.needs_input_grad[2]:
-            dbias = g.sum(axis=axes)
-        return dx, dweight, dbias
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad
+        sum_g = g.sum(axis=axes)
+        dx = sum_g_x_hat = None
+        if ctx.training or needs_weight:
+            x_hat = (x - _per_channel(mean, ndim)) * _per_channel(invstd, ndim)
+            sum_g_x_hat = (g * x_hat).sum(axis=axes)
+        if needs_x and ctx.training:
+            count = g.size // g.shape[1]
+            centred = g - _per_channel(sum_g / count, ndim) - x_hat * _per_channel(sum_g_x_hat / count, ndim)
+            dx = centred * _per_channel(scale, ndim)
+        elif needs_x:  # the statistics are constants: only the scaling remains
+            dx = g * _per_channel(scale, ndim)
+        return dx, sum_g_x_hat if needs_weight else None, sum_g if needs_bias else None
 
 
 def _array(v):
