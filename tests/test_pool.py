@@ -131,25 +131,41 @@ def test_max_pool2d_window_wholly_in_padding(compiled):
     np.testing.assert_array_equal(t.grad.data, 0)
 
 
-def test_compiled_kernel_matches_numpy_version():
-    rng = np.random.default_rng(3)
-    x = rng.integers(0, 4, (2, 3, 11, 10)).astype(np.float32)
+def _compiled_and_numpy(x, args):
+    """Output, indices and input gradient of max_pool2d(x, *args), with the kernel and without."""
+    results = []
+    for run_compiled in (True, False):
+        t = minidl.tensor(x, requires_grad=True)
+        with contextlib.nullcontext() if run_compiled else kernels.disabled():
+            out, index = F.max_pool2d(t, *args, return_indices=True)
+            out.backward(np.random.default_rng(0).standard_normal(out.shape).astype(x.dtype))
+        results.append((out.data, index.data, t.grad.data))
+    return results
+
+
+def _ties_nan_inf(shape):
+    x = np.random.default_rng(3).integers(0, 4, shape).astype(np.float32)
     x[0, 1, 2:5, 3] = np.nan
     x[1, 2, :4, :4] = -np.inf
+    return x
+
+
+def test_compiled_kernel_matches_numpy_version():
+    x = _ties_nan_inf((2, 3, 11, 10))
     for kernel, stride, dilation in itertools.product([1, 2, 3, (3, 2)], [None, 1, 2, (3, 1)], [1, 2, (1, 3)]):
         k = _as_pair(kernel)
-        padding = (k[0] // 2, k[1] // 2)
         for ceil_mode in (False, True):
-            args = kernel, stride, padding, dilation, ceil_mode, True
-            results = []
-            for run_compiled in (True, False):
-                t = minidl.tensor(x, requires_grad=True)
-                with contextlib.nullcontext() if run_compiled else kernels.disabled():
-                    out, index = F.max_pool2d(t, *args)
-                    out.backward(np.ones(out.shape, np.float32))
-                results.append((out.data, index.data, t.grad.data))
-            for compiled_array, numpy_array in zip(*results):
-                np.testing.assert_array_equal(compiled_array, numpy_array, err_msg=str(args))
+            args = kernel, stride, (k[0] // 2, k[1] // 2), dilation, ceil_mode
+            compiled, numpy = _compiled_and_numpy(x, args)
+            for a, b in zip(compiled, numpy):
+                np.testing.assert_array_equal(a, b, err_msg=str(args))
+
+
+def test_compiled_kernel_on_many_threads():
+    # large enough for both kernels (search and scatter) to spread their planes over several threads
+    compiled, numpy = _compiled_and_numpy(_ties_nan_inf((2, 16, 128, 128)), (3, 2, 1))
+    for a, b in zip(compiled, numpy):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------- avg_pool2d

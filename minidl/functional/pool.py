@@ -59,10 +59,10 @@ def _padded(x, window, fill):
 
 def _taps(window):
     """For each tap (kh, kw): the index of the padded input's strided slice it reads."""
-    (kh_, kw_), (sh, sw), _, (dh, dw), (oh, ow) = window
-    for kh in range(kh_):
+    (kernel_h, kernel_w), (sh, sw), _, (dh, dw), (oh, ow) = window
+    for kh in range(kernel_h):
         rows = slice(kh * dh, kh * dh + (oh - 1) * sh + 1, sh)
-        for kw in range(kw_):
+        for kw in range(kernel_w):
             yield kh, kw, (Ellipsis, rows, slice(kw * dw, kw * dw + (ow - 1) * sw + 1, sw))
 
 
@@ -214,19 +214,25 @@ class AdaptiveAvgPool2d(Function):
         return ctx.rows.T @ g @ ctx.cols
 
 
-def _adaptive_max_search(x, out_size):
-    """adaptive_max_pool2d on raw arrays: windows of varying size, visited as taps of the largest one.
+def _adaptive_taps(n, m):
+    """For each tap of the longest adaptive window along one axis, the position it reads in every window.
     A tap past a window's end re-reads the window's last pixel, which cannot win again (ties keep the first)."""
+    start, end = _adaptive_bounds(n, m)
+    return [np.minimum(start + a, end - 1) for a in range(int((end - start).max(initial=0)))]
+
+
+def _adaptive_max_search(x, out_size):
+    """adaptive_max_pool2d on raw arrays: windows of varying size, visited as taps of the largest one."""
     xp = get_array_module(x)
     width = x.shape[-1]
-    (row_start, row_end), (col_start, col_end) = (_adaptive_bounds(n, m) for n, m in zip(x.shape[-2:], out_size))
-    taps = []
-    for a in range(int((row_end - row_start).max(initial=0))):
-        rows = np.minimum(row_start + a, row_end - 1)
-        for b in range(int((col_end - col_start).max(initial=0))):
-            cols = np.minimum(col_start + b, col_end - 1)
-            taps.append((x[..., xp.asarray(rows)[:, None], xp.asarray(cols)[None, :]], rows[:, None] * width + cols))
-    first = row_start[:, None] * width + col_start[None, :]
+    row_taps, col_taps = (_adaptive_taps(n, m) for n, m in zip(x.shape[-2:], out_size))
+    taps = (
+        (x[..., xp.asarray(rows)[:, None], xp.asarray(cols)[None, :]], rows[:, None] * width + cols)
+        for rows in row_taps
+        for cols in col_taps
+    )
+    (row_start, _), (col_start, _) = (_adaptive_bounds(n, m) for n, m in zip(x.shape[-2:], out_size))
+    first = row_start[:, None] * width + col_start
     return _search_max(taps, first, x.shape[:2] + tuple(out_size), x.dtype, xp)
 
 
