@@ -12,6 +12,7 @@ from helpers import Const, check_op
 
 import minidl
 from minidl.functional import depthwise as dw
+from minidl.functional.convutils import output_size
 from minidl.kernels.cpu import depthwise as cpu_kernels
 
 
@@ -55,6 +56,7 @@ CASES = [
     ((2, 3, 1, 5, 4), (3, 3), (2, 3), (2, 1), (3, 2), False),  # odd everything
     ((1, 2, 3, 5, 6), (3, 3), (1, 1), (1, 1), (1, 1), True),  # multiplier 3
     ((1, 2, 1, 3, 9), (1, 3), (1, 2), (0, 4), (1, 4), True),  # a single row of taps
+    ((0, 2, 2, 5, 5), (3, 3), (1, 1), (1, 1), (1, 1), True),  # an empty batch
 ]
 CASE_IDS = [f"{s}-k{k}-s{st}-p{p}-d{d}-{'bias' if b else 'nobias'}" for s, k, st, p, d, b in CASES]
 
@@ -98,10 +100,13 @@ def test_non_contiguous_input_and_gradient():
     check_op([(2, 2, 6, 9), (4, 1, 3, 2)], fn)
 
 
-def test_only_weight_needs_gradient():
-    # input a constant: backward skips grad input and still gives torch's weight gradient
-    x = np.random.default_rng(3).standard_normal((2, 2, 6, 6))
-    check_op([Const(x), (2, 1, 3, 3)], lambda lib, x, w: depthwise(lib, x, w, None, (1, 1), (1, 1), (1, 1)))
+@pytest.mark.parametrize("constant", [0, 1], ids=["input constant", "weight constant"])
+def test_one_input_constant(constant):
+    # backward computes (and forward keeps what it needs for) only the gradients asked for
+    rng = np.random.default_rng(3)
+    inputs = [(2, 2, 6, 6), (4, 1, 3, 3), (4,)]
+    inputs[constant] = Const(rng.standard_normal(inputs[constant]))
+    check_op(inputs, case_fn((1, 1), (1, 1), (2, 2), True))
 
 
 # ---------------------------------------------------------------- through the public conv2d(groups=C)
@@ -126,35 +131,42 @@ def test_conv2d_dispatches_here():
 
 
 # ---------------------------------------------------------------- compiled kernel vs readable NumPy
+def check_kernels_match_readable(kernels_module, shape, kernel, geometry, dtype, tol):
+    """A kernel module's forward (with and without bias), grad_input and grad_weight vs the readable version.
+
+    Shared with tests/cudasim, which runs it on the CUDA kernels.
+    """
+    (n, c, m, h, w), (stride, padding, dilation) = shape, geometry
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((c * m, 1) + kernel).astype(dtype)
+    bias = rng.standard_normal(c * m).astype(dtype)
+    out_hw = tuple(output_size("test", *sizes) for sizes in zip((h, w), kernel, *geometry))
+    grad = rng.standard_normal((n, c * m) + out_hw).astype(dtype)
+    for name, arguments in [
+        ("forward", (x, weight, bias, *geometry, out_hw)),
+        ("forward", (x, weight, None, *geometry, out_hw)),
+        ("grad_input", (grad, weight, x.shape, *geometry)),
+        ("grad_weight", (x, grad, weight.shape, *geometry)),
+    ]:
+        compiled, readable = getattr(kernels_module, name)(*arguments), getattr(dw._READABLE, name)(*arguments)
+        assert compiled.dtype == dtype and compiled.shape == readable.shape, name
+        np.testing.assert_allclose(compiled, readable, rtol=tol, atol=tol, err_msg=name)
+
+
 GEOMETRIES = [
-    ((3, 3), (1, 1), (2, 2), (2, 2)),
-    ((3, 3), (2, 2), (1, 1), (1, 1)),
-    ((2, 3), (3, 1), (3, 0), (2, 4)),
-    ((5, 1), (1, 3), (0, 2), (1, 1)),
+    ((3, 3), ((1, 1), (2, 2), (2, 2))),
+    ((3, 3), ((2, 2), (1, 1), (1, 1))),
+    ((2, 3), ((3, 1), (3, 0), (2, 4))),
+    ((5, 1), ((1, 3), (0, 2), (1, 1))),
 ]
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 @pytest.mark.parametrize("multiplier", [1, 2])
-@pytest.mark.parametrize("kernel, stride, padding, dilation", GEOMETRIES)
-def test_kernel_matches_numpy(kernel, stride, padding, dilation, multiplier, dtype, tol):
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((3, 4, 21, 18)).astype(dtype)
-    weight = rng.standard_normal((4 * multiplier, 1) + kernel).astype(dtype)
-    bias = rng.standard_normal(4 * multiplier).astype(dtype)
-    geometry = stride, padding, dilation
-    out_hw = tuple(
-        (size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(x.shape[2:], kernel, *geometry)
-    )
-    grad = rng.standard_normal(x.shape[:1] + weight.shape[:1] + out_hw).astype(dtype)
-    pairs = [
-        (cpu_kernels.forward(x, weight, bias, *geometry, out_hw), dw._forward_numpy(x, weight, bias, *geometry, out_hw)),
-        (cpu_kernels.grad_input(grad, weight, x.shape, *geometry), dw._grad_input_numpy(grad, weight, x.shape, *geometry)),
-        (cpu_kernels.grad_weight(x, grad, weight.shape, *geometry), dw._grad_weight_numpy(x, grad, weight.shape, *geometry)),
-    ]
-    for compiled, readable in pairs:
-        assert compiled.dtype == dtype and compiled.shape == readable.shape
-        np.testing.assert_allclose(compiled, readable, rtol=tol, atol=tol)
+@pytest.mark.parametrize("kernel, geometry", GEOMETRIES, ids=str)
+def test_kernel_matches_numpy(kernel, geometry, multiplier, dtype, tol):
+    check_kernels_match_readable(cpu_kernels, (3, 4, multiplier, 21, 18), kernel, geometry, dtype, tol)
 
 
 @pytest.mark.parametrize("use_kernels", [True, False])

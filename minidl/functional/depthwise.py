@@ -102,17 +102,19 @@ class DepthwiseConv2d(Function):
             output_size("conv2d", size, k, s, p, d)
             for size, k, s, p, d in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)
         )
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = stride, padding, dilation
+        need_x, need_weight, _ = ctx.needs_input_grad
+        # grad input needs only the weight, grad weight only the input: keep no more than that
+        ctx.save_for_backward(x if need_weight else None, weight if need_x else None)
+        ctx.shapes, ctx.geometry = (x.shape, weight.shape), (stride, padding, dilation)
         return _implementation(get_array_module(x)).forward(x, weight, bias, *ctx.geometry, out_hw)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved
+        (x, weight), (x_shape, weight_shape) = ctx.saved, ctx.shapes
         implementation = _implementation(get_array_module(grad))
         need_x, need_weight, need_bias = ctx.needs_input_grad
-        gx = implementation.grad_input(grad, weight, x.shape, *ctx.geometry) if need_x else None
-        gw = implementation.grad_weight(x, grad, weight.shape, *ctx.geometry) if need_weight else None
+        gx = implementation.grad_input(grad, weight, x_shape, *ctx.geometry) if need_x else None
+        gw = implementation.grad_weight(x, grad, weight_shape, *ctx.geometry) if need_weight else None
         gb = grad.sum(axis=(0, 2, 3)) if need_bias else None
         return gx, gw, gb
 

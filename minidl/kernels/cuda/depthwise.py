@@ -8,19 +8,13 @@ no atomics are needed. The weight gradient of one (channel, tap) is a sum
 over the batch and the output pixels: one block per (channel, tap) strides
 over them and reduces in shared memory.
 """
-import math
-
 import numba
 from numba import cuda
 
 from minidl.backend import get_array_module
-from minidl.kernels.cuda.conv import _divide, _window_position
+from minidl.kernels.cuda.conv import _divide, _launch, _window_position
 
-THREADS = 128  # threads per block; the shared-memory reduction needs a power of two
-
-
-def _blocks(count):
-    return max(1, math.ceil(count / THREADS))
+THREADS = 128  # threads per block of the weight-gradient reduction: a power of two
 
 
 @cuda.jit
@@ -96,7 +90,7 @@ def forward(x, weight, bias, stride, padding, dilation, out_hw):
     x, weight = xp.ascontiguousarray(x), xp.ascontiguousarray(weight)
     out = xp.empty(x.shape[:1] + weight.shape[:1] + out_hw, dtype=x.dtype)
     bias = xp.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
-    _forward[_blocks(out.size), THREADS](x, weight, bias, out, *stride, *padding, *dilation)
+    _launch(_forward, out, x, weight, bias, out, *stride, *padding, *dilation)
     return out
 
 
@@ -104,7 +98,7 @@ def grad_input(grad, weight, x_shape, stride, padding, dilation):
     xp = get_array_module(grad)
     gx = xp.empty(x_shape, dtype=grad.dtype)
     grad, weight = xp.ascontiguousarray(grad), xp.ascontiguousarray(weight)
-    _grad_input[_blocks(gx.size), THREADS](grad, weight, gx, *stride, *padding, *dilation)
+    _launch(_grad_input, gx, grad, weight, gx, *stride, *padding, *dilation)
     return gx
 
 
