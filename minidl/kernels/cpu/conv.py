@@ -27,7 +27,8 @@ def _inside(offset, stride, size, out):
 
 @numba.njit(cache=True)
 def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
-    n_images, _, height, width = x.shape
+    n_images, channels, height, width = x.shape
+    source, target = x.reshape(-1), cols.reshape(-1)  # flat offsets: no array views built per line
     per_image = h_out * w_out
     for row in range(cols.shape[0]):
         c, i, j = row // (kh * kw), row // kw % kh, row % kw
@@ -35,36 +36,40 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
         y_lo, y_hi = _inside(y_offset, sh, height, h_out)
         x_lo, x_hi = _inside(x_offset, sw, width, w_out)
         for n in range(n_images):
-            image = cols[row, n * per_image : (n + 1) * per_image]
-            image[: y_lo * w_out] = 0
-            image[y_hi * w_out :] = 0
-            for oy in range(y_lo, y_hi):
-                line = image[oy * w_out : (oy + 1) * w_out]
-                source = x[n, c, oy * sh + y_offset]
-                line[:x_lo] = 0
+            image = row * cols.shape[1] + n * per_image
+            for oy in range(h_out):
+                line = image + oy * w_out
+                if oy < y_lo or oy >= y_hi:  # the tap's whole row lies in the padding
+                    target[line : line + w_out] = 0
+                    continue
+                pixel = ((n * channels + c) * height + oy * sh + y_offset) * width + x_offset
+                target[line : line + x_lo] = 0
                 for ox in range(x_lo, x_hi):
-                    line[ox] = source[ox * sw + x_offset]
-                line[x_hi:] = 0
+                    target[line + ox] = source[pixel + ox * sw]
+                target[line + x_hi : line + w_out] = 0
 
 
 @numba.njit(cache=True)
 def _col2im(cols, image, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
     n_images, channels, height, width = image.shape
+    source, target = cols.reshape(-1), image.reshape(-1)
     per_image = h_out * w_out
     for n in range(n_images):
         for c in range(channels):
-            plane = image[n, c]  # stays in cache while the kh·kw rows of channel c pour into it
+            plane = (n * channels + c) * height * width  # stays in cache while kh·kw rows pour into it
             for i in range(kh):
                 y_offset = i * dh - ph
                 y_lo, y_hi = _inside(y_offset, sh, height, h_out)
                 for j in range(kw):
                     x_offset = j * dw - pw
                     x_lo, x_hi = _inside(x_offset, sw, width, w_out)
-                    row = cols[(c * kh + i) * kw + j, n * per_image : (n + 1) * per_image]
+                    row = ((c * kh + i) * kw + j) * cols.shape[1] + n * per_image
                     for oy in range(y_lo, y_hi):
-                        target = plane[oy * sh + y_offset]
+                        pixel = plane + (oy * sh + y_offset) * width + x_offset
+                        line = row + oy * w_out
                         for ox in range(x_lo, x_hi):
-                            target[ox * sw + x_offset] += row[oy * w_out + ox]
+                            target[pixel + ox * sw] += source[line + ox]
+
 
 def im2col(x, kernel_size, stride, padding, dilation):
     """x (N, C, H, W) -> cols (C·kh·kw, N·H_out·W_out), as ``minidl.functional.conv.im2col``."""
