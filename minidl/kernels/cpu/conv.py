@@ -9,7 +9,7 @@ The loops run on one thread, on purpose: they only move memory, and the
 matrix products around them already use every core through BLAS. A Numba
 thread pool beside BLAS's own made each switch between the two stall while
 the other pool's idle threads spun (the 3→32 stem conv ran 2-6× slower on
-2 cores), for no gain on the large convolutions.
+2 cores), and was no faster on the large ones.
 """
 import numba
 import numpy as np
