@@ -89,13 +89,7 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
 
 def _compiled(array):
     """The compiled conv kernels for array's device, or None inside ``minidl.kernels.disabled()``."""
-    if not kernels.enabled():
-        return None
-    if get_array_module(array).__name__ == "numpy":
-        from minidl.kernels.cpu import conv
-    else:
-        from minidl.kernels.cuda import conv
-    return conv
+    return kernels.for_array(array, "conv")
 
 
 def _unfold(x, *geometry):

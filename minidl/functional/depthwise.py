@@ -15,7 +15,6 @@ batch and the pixels (grad weight).
 """
 from types import SimpleNamespace
 
-import numpy as np
 
 from minidl import kernels
 from minidl.backend import get_array_module
@@ -84,15 +83,9 @@ def _grad_weight_numpy(x, grad, weight_shape, stride, padding, dilation):
 _READABLE = SimpleNamespace(forward=_forward_numpy, grad_input=_grad_input_numpy, grad_weight=_grad_weight_numpy)
 
 
-def _implementation(xp):
-    """The compiled kernels for this array module, or the readable NumPy/CuPy code."""
-    if not kernels.enabled():
-        return _READABLE
-    if xp is np:
-        from minidl.kernels.cpu import depthwise
-    else:
-        from minidl.kernels.cuda import depthwise
-    return depthwise
+def _implementation(x):
+    """The compiled kernels for x's device, or the readable NumPy/CuPy code."""
+    return kernels.for_array(x, "depthwise") or _READABLE
 
 
 class DepthwiseConv2d(Function):
@@ -106,12 +99,12 @@ class DepthwiseConv2d(Function):
         # grad input needs only the weight, grad weight only the input: keep no more than that
         ctx.save_for_backward(x if need_weight else None, weight if need_x else None)
         ctx.shapes, ctx.geometry = (x.shape, weight.shape), (stride, padding, dilation)
-        return _implementation(get_array_module(x)).forward(x, weight, bias, *ctx.geometry, out_hw)
+        return _implementation(x).forward(x, weight, bias, *ctx.geometry, out_hw)
 
     @staticmethod
     def backward(ctx, grad):
         (x, weight), (x_shape, weight_shape) = ctx.saved, ctx.shapes
-        implementation = _implementation(get_array_module(grad))
+        implementation = _implementation(grad)
         need_x, need_weight, need_bias = ctx.needs_input_grad
         gx = implementation.grad_input(grad, weight, x_shape, *ctx.geometry) if need_x else None
         gw = implementation.grad_weight(x, grad, weight_shape, *ctx.geometry) if need_weight else None

@@ -123,13 +123,9 @@ def _scatter(g, taps, axis, in_size):
 
 def _compiled(x, taps):
     """The bilinear kernel module for x's device, or None for the readable array code."""
-    if len(taps) != 2 or x.dtype not in (np.float32, np.float64) or not kernels.enabled():
+    if len(taps) != 2 or x.dtype not in (np.float32, np.float64):
         return None
-    if get_array_module(x) is np:
-        from minidl.kernels.cpu import interpolate
-    else:
-        from minidl.kernels.cuda import interpolate
-    return interpolate
+    return kernels.for_array(x, "interpolate")
 
 
 class Resize(Function):

@@ -107,11 +107,10 @@ def _max_pool_search(x, window):
 
 def _max_pool_values(x, window):
     """The compiled loop on NumPy arrays while kernels are enabled, else the readable tap sweep."""
-    if kernels.enabled() and get_array_module(x) is np:
-        from minidl.kernels.cpu.pool import max_pool2d_forward
-
+    compiled = kernels.for_array(x, "pool")
+    if compiled:
         # the kernel takes the window's pairs flat, in Window's order: kernel, stride, padding, dilation, out
-        return max_pool2d_forward(x, *sum(window, ()))
+        return compiled.max_pool2d_forward(x, *sum(window, ()))
     return _max_pool_search(x, window)
 
 
@@ -135,10 +134,9 @@ class PickFromPlanes(Function):
 def _scatter_to_planes(g, index, plane_size):
     """grad[p, index[p, k]] += g[p, k] for (P, K) arrays, into a zero (P, plane_size) array."""
     xp = get_array_module(g)
-    if kernels.enabled() and xp is np:
-        from minidl.kernels.cpu.pool import scatter_to_planes
-
-        return scatter_to_planes(g, index, plane_size)
+    compiled = kernels.for_array(g, "pool")
+    if compiled:
+        return compiled.scatter_to_planes(g, index, plane_size)
     # a window wholly inside the padding has PyTorch's out-of-plane index: it passes no gradient
     outside = index >= plane_size
     if bool(outside.any()):

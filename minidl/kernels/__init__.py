@@ -8,6 +8,7 @@ reads them through ``__cuda_array_interface__``) and, under Numba's CUDA
 simulator (``NUMBA_ENABLE_CUDASIM=1``), NumPy arrays on the CPU.
 """
 import contextlib
+import importlib
 
 
 class _State:
@@ -27,3 +28,20 @@ def disabled():
         yield
     finally:
         _State.enabled = previous
+
+
+def for_array(array, topic):
+    """The kernel module of ``topic`` for the array's device, or None for the readable array code.
+
+    None inside ``disabled()``, and for a device that has no kernels of that
+    topic (``minidl.kernels.cpu.<topic>`` for NumPy, ``minidl.kernels.cuda.<topic>`` for CuPy).
+    """
+    if not _State.enabled:
+        return None
+    device = "cpu" if type(array).__module__.startswith("numpy") else "cuda"
+    try:
+        return importlib.import_module(f"minidl.kernels.{device}.{topic}")
+    except ModuleNotFoundError as e:
+        if e.name != f"minidl.kernels.{device}.{topic}":
+            raise
+        return None

@@ -11,7 +11,7 @@ plane writes its own partial sums and the batch is summed afterwards.
 import numba
 import numpy as np
 
-from minidl.kernels.cpu.interpolate import _run  # one thread for small maps, all of them otherwise
+from minidl.kernels.cpu import threads_for
 
 _PARALLEL = dict(cache=True, parallel=True)
 
@@ -141,14 +141,16 @@ def forward(x, weight, bias, stride, padding, dilation, out_hw):
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     out = np.empty(x.shape[:1] + weight.shape[:1] + out_hw, dtype=x.dtype)
     bias = np.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
-    _run(_forward, out, x, weight, bias, out, *stride, *padding, *dilation)
+    with threads_for(out.size):
+        _forward(x, weight, bias, out, *stride, *padding, *dilation)
     return out
 
 
 def grad_input(grad, weight, x_shape, stride, padding, dilation):
     gx = np.empty(x_shape, dtype=grad.dtype)
     grad, weight = np.ascontiguousarray(grad), np.ascontiguousarray(weight)
-    _run(_grad_input, gx, grad, weight, gx, *stride, *padding, *dilation)
+    with threads_for(gx.size):
+        _grad_input(grad, weight, gx, *stride, *padding, *dilation)
     return gx
 
 
@@ -156,5 +158,6 @@ def grad_weight(x, grad, weight_shape, stride, padding, dilation):
     # per-image partial sums in float64, added up over the batch at the end
     partial = np.empty((x.shape[0], weight_shape[0]) + weight_shape[2:], dtype=np.float64)
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad)
-    _run(_grad_weight, grad, x, grad, partial, *stride, *padding, *dilation)
+    with threads_for(grad.size):
+        _grad_weight(x, grad, partial, *stride, *padding, *dilation)
     return partial.sum(axis=0).astype(x.dtype).reshape(weight_shape)

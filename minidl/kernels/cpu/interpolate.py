@@ -18,9 +18,7 @@ page at a time (a page fault each) cost more than the resizing itself.
 import numba
 import numpy as np
 
-# Below this many output pixels one thread is faster: waking the other threads
-# costs tens of microseconds, and far more when the cores are busy elsewhere.
-_PARALLEL_FROM = 1 << 15
+from minidl.kernels.cpu import threads_for
 
 
 @numba.njit(cache=True, parallel=True)
@@ -71,27 +69,17 @@ def _arguments(h_taps, w_taps):
     return h0, h1, hw0, hw1, w0, w1, ww0, ww1
 
 
-def _run(kernel, pixels, *arrays):
-    """Call a ``prange`` kernel, on one thread when ``pixels`` is too small to share out."""
-    if pixels.size >= _PARALLEL_FROM:
-        return kernel(*arrays)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        kernel(*arrays)
-    finally:
-        numba.set_num_threads(threads)
-
-
 def bilinear_forward(x, h_taps, w_taps):
     """Resize (N, C, H, W) with the taps of each axis (see minidl.functional.interpolate)."""
     out = np.empty(x.shape[:2] + (h_taps[0][0].size, w_taps[0][0].size), x.dtype)
-    _run(_forward, out, _planes(x), _planes(out), *_arguments(h_taps, w_taps))
+    with threads_for(out.size):
+        _forward(_planes(x), _planes(out), *_arguments(h_taps, w_taps))
     return out
 
 
 def bilinear_backward(g, h_taps, w_taps, in_size):
     """The gradient of ``bilinear_forward`` with respect to its input of spatial size ``in_size``."""
     gx = np.zeros(g.shape[:2] + tuple(in_size), g.dtype)
-    _run(_backward, g, _planes(g), _planes(gx), *_arguments(h_taps, w_taps))
+    with threads_for(g.size):
+        _backward(_planes(g), _planes(gx), *_arguments(h_taps, w_taps))
     return gx

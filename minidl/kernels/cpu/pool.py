@@ -7,37 +7,23 @@ without ``np.add.at``. They follow the same rules: PyTorch's scan order (the
 first maximum wins ties, a NaN always wins), padding skipped, and a window
 holding only -inf keeps its first in-bounds pixel.
 """
-import contextlib
-
 import numba
 import numpy as np
 
-# Below this many loop steps, starting the worker threads costs more than the loop (milliseconds
-# instead of microseconds on a busy machine), so such calls run on the calling thread alone.
-PARALLEL_WORK = 1 << 16
-
-
-@contextlib.contextmanager
-def _threads_for(work):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1 if work < PARALLEL_WORK else previous)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+from minidl.kernels.cpu import threads_for
 
 
 def max_pool2d_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_h, out_w):
     """The maxima of x (N, C, H, W) and their flat positions in each (H, W) plane."""
     args = kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_h, out_w
-    with _threads_for(x.shape[0] * x.shape[1] * out_h * out_w * kernel_h * kernel_w):
+    with threads_for(x.shape[0] * x.shape[1] * out_h * out_w * kernel_h * kernel_w):
         return _max_pool2d_forward(np.ascontiguousarray(x), *args)
 
 
 def scatter_to_planes(g, index, plane_size):
     """grad[p, index[p, k]] += g[p, k] for (P, K) arrays, into a zero (P, plane_size) array;
     indices past the plane add nothing."""
-    with _threads_for(g.size):
+    with threads_for(g.size):
         return _scatter_to_planes(g, index, plane_size)
 
 

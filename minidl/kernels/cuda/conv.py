@@ -6,68 +6,43 @@ gathers the entries of cols copied from it (the taps whose window position
 lands exactly on it), so no two threads write the same place and no atomics
 are needed. The matrix products around them stay with cuBLAS (``xp.matmul``).
 """
-import math
-
 from numba import cuda
 
 from minidl.backend import get_array_module
 from minidl.functional.conv import loop_arguments
-
-_THREADS = 256
-
-
-@cuda.jit(device=True)
-def _divide(index, size):
-    """(index // size, index % size): peel the fastest-varying coordinate off a flat index."""
-    return index // size, index % size
-
+from minidl.kernels.cuda.common import divide, launch, window_position
 
 @cuda.jit
 def _im2col(images, cols, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
-    row, column = _divide(cuda.grid(1), cols.shape[1])
+    row, column = divide(cuda.grid(1), cols.shape[1])
     if row >= cols.shape[0]:
         return
-    c, tap = _divide(row, kh * kw)
-    i, j = _divide(tap, kw)
-    n, position = _divide(column, h_out * w_out)
+    c, tap = divide(row, kh * kw)
+    i, j = divide(tap, kw)
+    n, position = divide(column, h_out * w_out)
     y = position // w_out * sh + i * dh - ph
     x = position % w_out * sw + j * dw - pw
     inside = 0 <= y < images.shape[2] and 0 <= x < images.shape[3]
     cols[row, column] = images[n, c, y, x] if inside else 0
 
 
-@cuda.jit(device=True)
-def _window_position(pixel, tap, stride, pad, dilation, out):
-    """The output position whose tap ``tap`` reads ``pixel`` along one axis, or -1 if there is none."""
-    shifted = pixel + pad - tap * dilation
-    if shifted < 0 or shifted % stride != 0 or shifted // stride >= out:
-        return -1
-    return shifted // stride
-
-
 @cuda.jit
 def _col2im(cols, images, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
-    rest, x = _divide(cuda.grid(1), images.shape[3])
-    rest, y = _divide(rest, images.shape[2])
-    n, c = _divide(rest, images.shape[1])
+    rest, x = divide(cuda.grid(1), images.shape[3])
+    rest, y = divide(rest, images.shape[2])
+    n, c = divide(rest, images.shape[1])
     if n >= images.shape[0]:
         return
     total = 0.0  # at most kh·kw terms; summed in float64, rounded once when stored
     for i in range(kh):
-        oy = _window_position(y, i, sh, ph, dh, h_out)
+        oy = window_position(y, i, sh, ph, dh, h_out)
         if oy < 0:
             continue
         for j in range(kw):
-            ox = _window_position(x, j, sw, pw, dw, w_out)
+            ox = window_position(x, j, sw, pw, dw, w_out)
             if ox >= 0:
                 total += cols[(c * kh + i) * kw + j, (n * h_out + oy) * w_out + ox]
     images[n, c, y, x] = total
-
-
-def _launch(kernel, work, *arguments):
-    """Run ``kernel`` with one thread per element of ``work`` (nothing to run for an empty array)."""
-    if work.size:
-        kernel[math.ceil(work.size / _THREADS), _THREADS](*arguments)
 
 
 def im2col(x, kernel_size, stride, padding, dilation):
@@ -77,7 +52,7 @@ def im2col(x, kernel_size, stride, padding, dilation):
     n, c = x.shape[:2]
     (kh, kw), (h_out, w_out) = kernel_size, arguments[-2:]
     cols = xp.empty((c * kh * kw, n * h_out * w_out), x.dtype)
-    _launch(_im2col, cols, xp.ascontiguousarray(x), cols, *arguments)
+    launch(_im2col, cols, xp.ascontiguousarray(x), cols, *arguments)
     return cols
 
 
@@ -86,5 +61,5 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     xp = get_array_module(cols)
     arguments = loop_arguments(input_shape, kernel_size, stride, padding, dilation)
     image = xp.empty(input_shape, cols.dtype)
-    _launch(_col2im, image, xp.ascontiguousarray(cols), image, *arguments)
+    launch(_col2im, image, xp.ascontiguousarray(cols), image, *arguments)
     return image

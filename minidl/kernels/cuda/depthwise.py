@@ -12,16 +12,16 @@ import numba
 from numba import cuda
 
 from minidl.backend import get_array_module
-from minidl.kernels.cuda.conv import _divide, _launch, _window_position
+from minidl.kernels.cuda.common import divide, launch, window_position
 
 THREADS = 128  # threads per block of the weight-gradient reduction: a power of two
 
 
 @cuda.jit
 def _forward(x, weight, bias, out, sh, sw, ph, pw, dh, dw):
-    rest, q = _divide(cuda.grid(1), out.shape[3])
-    rest, p = _divide(rest, out.shape[2])
-    n, o = _divide(rest, out.shape[1])
+    rest, q = divide(cuda.grid(1), out.shape[3])
+    rest, p = divide(rest, out.shape[2])
+    n, o = divide(rest, out.shape[1])
     if n >= out.shape[0]:
         return
     height, width = x.shape[2], x.shape[3]
@@ -39,9 +39,9 @@ def _forward(x, weight, bias, out, sh, sw, ph, pw, dh, dw):
 
 @cuda.jit
 def _grad_input(grad, weight, gx, sh, sw, ph, pw, dh, dw):
-    rest, col = _divide(cuda.grid(1), gx.shape[3])
-    rest, row = _divide(rest, gx.shape[2])
-    n, c = _divide(rest, gx.shape[1])
+    rest, col = divide(cuda.grid(1), gx.shape[3])
+    rest, row = divide(rest, gx.shape[2])
+    n, c = divide(rest, gx.shape[1])
     if n >= gx.shape[0]:
         return
     multiplier = grad.shape[1] // gx.shape[1]
@@ -49,10 +49,10 @@ def _grad_input(grad, weight, gx, sh, sw, ph, pw, dh, dw):
     for o in range(c * multiplier, (c + 1) * multiplier):
         # the output pixel whose tap (i, j) reads (row, col), if any
         for i in range(weight.shape[2]):
-            p = _window_position(row, i, sh, ph, dh, grad.shape[2])
+            p = window_position(row, i, sh, ph, dh, grad.shape[2])
             if p >= 0:
                 for j in range(weight.shape[3]):
-                    q = _window_position(col, j, sw, pw, dw, grad.shape[3])
+                    q = window_position(col, j, sw, pw, dw, grad.shape[3])
                     if q >= 0:
                         total += weight[o, 0, i, j] * grad[n, o, p, q]
     gx[n, c, row, col] = total
@@ -61,14 +61,14 @@ def _grad_input(grad, weight, gx, sh, sw, ph, pw, dh, dw):
 @cuda.jit
 def _grad_weight(x, grad, gw, sh, sw, ph, pw, dh, dw):
     # block b sums tap (i, j) of output channel o, with b = (o·kh + i)·kw + j
-    rest, j = _divide(cuda.blockIdx.x, gw.shape[3])
-    o, i = _divide(rest, gw.shape[2])
+    rest, j = divide(cuda.blockIdx.x, gw.shape[3])
+    o, i = divide(rest, gw.shape[2])
     images, out_channels, out_height, out_width = grad.shape
     c = o // (out_channels // x.shape[1])
     total = 0.0
     for index in range(cuda.threadIdx.x, images * out_height * out_width, THREADS):
-        rest, q = _divide(index, out_width)
-        n, p = _divide(rest, out_height)
+        rest, q = divide(index, out_width)
+        n, p = divide(rest, out_height)
         row, col = p * sh + i * dh - ph, q * sw + j * dw - pw
         if 0 <= row < x.shape[2] and 0 <= col < x.shape[3]:
             total += grad[n, o, p, q] * x[n, c, row, col]
@@ -90,7 +90,7 @@ def forward(x, weight, bias, stride, padding, dilation, out_hw):
     x, weight = xp.ascontiguousarray(x), xp.ascontiguousarray(weight)
     out = xp.empty(x.shape[:1] + weight.shape[:1] + out_hw, dtype=x.dtype)
     bias = xp.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
-    _launch(_forward, out, x, weight, bias, out, *stride, *padding, *dilation)
+    launch(_forward, out, x, weight, bias, out, *stride, *padding, *dilation)
     return out
 
 
@@ -98,7 +98,7 @@ def grad_input(grad, weight, x_shape, stride, padding, dilation):
     xp = get_array_module(grad)
     gx = xp.empty(x_shape, dtype=grad.dtype)
     grad, weight = xp.ascontiguousarray(grad), xp.ascontiguousarray(weight)
-    _launch(_grad_input, gx, grad, weight, gx, *stride, *padding, *dilation)
+    launch(_grad_input, gx, grad, weight, gx, *stride, *padding, *dilation)
     return gx
 
 

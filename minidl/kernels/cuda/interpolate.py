@@ -13,8 +13,7 @@ atomics contend little.
 from numba import cuda
 
 from minidl.backend import get_array_module
-
-_THREADS = 256
+from minidl.kernels.cuda.common import launch
 
 
 @cuda.jit(device=True)
@@ -61,17 +60,11 @@ def _arguments(h_taps, w_taps):
     return h0, h1, hw0, hw1, w0, w1, ww0, ww1
 
 
-def _launch(kernel, pixels, *arrays):
-    """Run ``kernel`` with one thread per element of ``pixels``."""
-    if pixels.size:
-        kernel[(pixels.size + _THREADS - 1) // _THREADS, _THREADS](*arrays)
-
-
 def bilinear_forward(x, h_taps, w_taps):
     """Resize (N, C, H, W) with the taps of each axis (see minidl.functional.interpolate)."""
     out = get_array_module(x).empty(x.shape[:2] + (h_taps[0][0].size, w_taps[0][0].size), x.dtype)
     planes = _planes(out)
-    _launch(_forward, planes, _planes(x), planes, *_arguments(h_taps, w_taps))
+    launch(_forward, planes, _planes(x), planes, *_arguments(h_taps, w_taps))
     return out
 
 
@@ -79,5 +72,5 @@ def bilinear_backward(g, h_taps, w_taps, in_size):
     """The gradient of ``bilinear_forward`` with respect to its input of spatial size ``in_size``."""
     gx = get_array_module(g).zeros(g.shape[:2] + tuple(in_size), g.dtype)
     planes = _planes(g)
-    _launch(_backward, planes, planes, _planes(gx), *_arguments(h_taps, w_taps))
+    launch(_backward, planes, planes, _planes(gx), *_arguments(h_taps, w_taps))
     return gx
