@@ -1,19 +1,14 @@
 """Convolution layers: Conv2d, and the depthwise separable convolution of DeepLab v3+."""
-import numpy as np
-
 from minidl import functional as F
 from minidl.functional.convutils import pair
-from minidl.nn import init
 from minidl.nn.containers import Sequential
-from minidl.nn.layers import ReLU
-from minidl.nn.module import Module, Parameter
+from minidl.nn.layers import ReLU, _WeightAndBias
 from minidl.nn.norm import BatchNorm2d
-from minidl.tensor import empty
 
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
-class Conv2d(Module):
+class Conv2d(_WeightAndBias):
     """2-D convolution with weight (out_channels, in_channels/groups, kh, kw), as ``torch.nn.Conv2d``.
 
     ``dilation`` > 1 is atrous convolution: the taps spread ``dilation`` pixels
@@ -36,16 +31,7 @@ class Conv2d(Module):
         self.padding = padding if isinstance(padding, str) else pair("padding", padding, "Conv2d", minimum=0)
         self.dilation = pair("dilation", dilation, "Conv2d", minimum=1)
         self.padding_mode = padding_mode
-        options = {"device": device or "cpu", "dtype": np.float32 if dtype is None else dtype}
-        self.weight = Parameter(empty(out_channels, in_channels // groups, *self.kernel_size, **options))
-        if bias:
-            self.bias = Parameter(empty(out_channels, **options))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        init.layer_defaults_(self.weight, self.bias)
+        self._create((out_channels, in_channels // groups) + self.kernel_size, bias, device, dtype)
 
     def forward(self, input):
         if input.ndim not in (3, 4) or input.shape[-3] != self.in_channels:

@@ -11,22 +11,29 @@ from minidl.nn.module import Module, Parameter
 from minidl.tensor import empty
 
 
-class Linear(Module):
-    """y = x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch."""
+class _WeightAndBias(Module):
+    """A layer with a weight and an optional bias, initialised as PyTorch initialises Linear and Conv2d."""
 
-    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+    def _create(self, weight_shape, bias, device, dtype):
         options = {"device": device or "cpu", "dtype": np.float32 if dtype is None else dtype}
-        self.weight = Parameter(empty(out_features, in_features, **options))
+        self.weight = Parameter(empty(*weight_shape, **options))
         if bias:
-            self.bias = Parameter(empty(out_features, **options))
+            self.bias = Parameter(empty(weight_shape[0], **options))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self):
         init.layer_defaults_(self.weight, self.bias)
+
+
+class Linear(_WeightAndBias):
+    """y = x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._create((out_features, in_features), bias, device, dtype)
 
     def forward(self, input):
         if input.ndim == 0 or input.shape[-1] != self.in_features:
