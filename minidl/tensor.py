@@ -657,6 +657,16 @@ def manual_seed(seed):
         cp.random.seed(seed)
 
 
+def get_rng_state():
+    """The state of minidl's CPU generator (dropout masks, randn, init), to save in a checkpoint."""
+    return _Random.numpy.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore a state from ``get_rng_state()``: the random numbers continue exactly from there."""
+    _Random.numpy.bit_generator.state = state
+
+
 def random_module(xp):
     """The generator to draw from for arrays of module ``xp`` (numpy or cupy)."""
     return _Random.numpy if xp is np else xp.random

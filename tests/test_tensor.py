@@ -261,3 +261,12 @@ def test_a_broken_backward_fails_both_checks(monkeypatch):
         check_op([(3, 4), (3, 4)], lambda lib, a, b: a * b, gradcheck=False)
     with pytest.raises(minidl.GradcheckError, match=r"input 0 \(shape \(3, 4\)\)"):
         minidl.gradcheck(lambda a, b: a * b, [minidl.randn(3, 4, requires_grad=True), minidl.randn(3, 4)])
+
+
+def test_rng_state_round_trip_continues_the_same_numbers():
+    minidl.randn(3)
+    state = minidl.get_rng_state()
+    expected = minidl.randn(4).numpy()
+    minidl.randn(10)
+    minidl.set_rng_state(state)
+    np.testing.assert_array_equal(minidl.randn(4).numpy(), expected)
