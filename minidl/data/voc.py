@@ -1,0 +1,186 @@
+"""Pascal VOC-format segmentation folders, and VOC's colour palette.
+
+A folder in VOC's layout::
+
+    root/
+      JPEGImages/<id>.jpg                    the photos
+      SegmentationClass/<id>.png             palette ('P') PNGs: the pixel *indices* are class ids,
+                                             0 background, 1..20 the classes, 255 the boundary/ignore band
+      ImageSets/Segmentation/<split>.txt     one id per line (train.txt, val.txt, trainval.txt, ...)
+
+``VOCSegmentation(root, split)`` checks the folder when it is made (the folder, the list, and that every
+listed id has both files, naming up to a few missing ones) and each item when it is read (an unreadable
+image, a label whose size differs from its image, a class id >= num_classes other than 255), always naming
+the file. Items are ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))``, as the synthetic set's,
+so the same transforms and loader take either. ``label_dir='SegmentationClassAug'`` reads the SBD-augmented
+labels (grayscale PNGs of class ids) that DeepLab trains on.
+"""
+import os
+
+import numpy as np
+
+from minidl.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+_MAX_LISTED = 5
+
+
+def palette(n=256):
+    """VOC's colour map: an (n, 3) uint8 array where class k gets the colour of k's bits spread over the
+    high bits of R, G and B (0 black, 1 (128, 0, 0), 2 (0, 128, 0), ..., 255 (224, 224, 192))."""
+    ids = np.arange(n)
+    colours = np.zeros((n, 3), dtype=np.int64)
+    c = ids.copy()
+    for bit in range(8):
+        for channel in range(3):
+            colours[:, channel] |= ((c >> channel) & 1) << (7 - bit)
+        c >>= 3
+    return colours.astype(np.uint8)
+
+
+def colorize(label, colours=None):
+    """An RGB uint8 picture (..., H, W, 3) of a label map of class ids in 0..255 (VOC's palette by default)."""
+    label = np.asarray(label)
+    if not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"colorize: label must hold integer class ids, got dtype {label.dtype}")
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"colorize: class ids must be in 0..255, got {label.min()}..{label.max()}")
+    colours = palette() if colours is None else np.asarray(colours, dtype=np.uint8)
+    return colours[label]
+
+
+def _listed(names, total):
+    shown = ", ".join(names[:_MAX_LISTED])
+    more = f" and {total - _MAX_LISTED} more" if total > _MAX_LISTED else ""
+    return shown + more
+
+
+class VOCSegmentation:
+    """A Pascal VOC-format segmentation folder (see the module docstring for the layout).
+
+    Args:
+        root: the folder holding JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/.
+        split: the list to read, ImageSets/Segmentation/<split>.txt ('train', 'val', 'trainval', ...).
+        transform: optional ``t(image, label, rng)`` (see ``transforms``), applied by ``get``/``[]``.
+        num_classes: class ids must be < num_classes or 255 (default 21, VOC's).
+        image_dir, label_dir, list_dir: the sub-folder names, if they differ from VOC's.
+    """
+
+    CLASSES = VOC_CLASSES
+    MEAN = IMAGENET_MEAN
+    STD = IMAGENET_STD
+    ignore_index = IGNORE_INDEX
+
+    def __init__(self, root, split="train", transform=None, num_classes=21, image_dir="JPEGImages",
+                 label_dir="SegmentationClass", list_dir=os.path.join("ImageSets", "Segmentation")):
+        self.root = os.fspath(root)
+        self.split = split
+        self.transform = transform
+        self.num_classes = int(num_classes)
+        if not 1 <= self.num_classes <= 255:
+            raise ValueError(f"VOCSegmentation: num_classes must be in 1..255, got {num_classes}")
+        self.classes = VOC_CLASSES if self.num_classes == 21 else tuple(str(k) for k in range(self.num_classes))
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"VOC folder {self.root!r} does not exist (or is not a folder)")
+        self.image_dir = os.path.join(self.root, image_dir)
+        self.label_dir = os.path.join(self.root, label_dir)
+        list_folder = os.path.join(self.root, list_dir)
+        self.list_file = os.path.join(list_folder, f"{split}.txt")
+        if not os.path.isfile(self.list_file):
+            found = sorted(f[:-4] for f in os.listdir(list_folder) if f.endswith(".txt")) \
+                if os.path.isdir(list_folder) else []
+            hint = f"; splits there: {', '.join(found)}" if found else f"; {list_folder!r} has no split lists"
+            raise FileNotFoundError(f"VOC split list {self.list_file!r} does not exist{hint}")
+        with open(self.list_file, encoding="utf-8") as f:
+            # VOC's lists hold one id a line; some variants add columns ("<id> <flag>"): take the first.
+            self.ids = [line.split()[0] for line in f if line.strip()]
+        if not self.ids:
+            raise ValueError(f"VOC split list {self.list_file!r} lists no ids")
+        for folder, what in ((self.image_dir, "image"), (self.label_dir, "label")):
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f"VOC {what} folder {folder!r} does not exist (listed in {self.list_file!r})")
+        missing = [p for i in self.ids for p in (self.image_path(i), self.label_path(i)) if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} file(s) listed by {self.list_file!r} are missing: {_listed(missing, len(missing))}"
+            )
+
+    def image_path(self, image_id):
+        return os.path.join(self.image_dir, f"{image_id}.jpg")
+
+    def label_path(self, image_id):
+        return os.path.join(self.label_dir, f"{image_id}.png")
+
+    def __len__(self):
+        return len(self.ids)
+
+    def _index(self, index):
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"VOCSegmentation indices are ints, got {type(index).__name__}")
+        i = int(index)
+        if i < 0:
+            i += len(self.ids)
+        if not 0 <= i < len(self.ids):
+            raise IndexError(f"index {index} out of range for VOCSegmentation of {len(self.ids)} items")
+        return i
+
+    def load(self, index):
+        """The untransformed ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))`` of item ``index``."""
+        from PIL import Image
+
+        image_id = self.ids[self._index(index)]
+        image_path, label_path = self.image_path(image_id), self.label_path(image_id)
+        try:
+            with Image.open(image_path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except Exception as e:
+            raise ValueError(f"cannot read image {image_path!r}: {e}") from e
+        try:
+            with Image.open(label_path) as im:
+                mode = im.mode
+                if mode not in ("P", "L", "I", "I;16"):
+                    raise ValueError(
+                        f"label {label_path!r} is a {mode!r} image; expected a palette ('P') or grayscale "
+                        f"('L') PNG whose pixel values are class ids"
+                    )
+                label = np.asarray(im)  # for 'P' images: the palette indices, not the colours
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(f"cannot read label {label_path!r}: {e}") from e
+        if label.shape != image.shape[:2]:
+            raise ValueError(
+                f"label {label_path!r} is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                f"{image_path!r} is {image.shape[1]}x{image.shape[0]}"
+            )
+        label = label.astype(np.int64)
+        bad = ((label >= self.num_classes) & (label != IGNORE_INDEX)) | (label < 0)
+        if bad.any():
+            values = np.unique(label[bad])
+            raise ValueError(
+                f"label {label_path!r} holds class ids {values[:10].tolist()} outside 0..{self.num_classes - 1} "
+                f"(and {IGNORE_INDEX}, ignore) in {int(bad.sum())} pixels"
+            )
+        image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
+        return image, label
+
+    def get(self, index, rng=None):
+        """Item ``index`` with ``transform`` applied using ``rng`` (what the ``DataLoader`` calls)."""
+        image, label = self.load(index)
+        if self.transform is not None:
+            image, label = self.transform(image, label, rng if rng is not None else np.random.default_rng())
+        return image, label
+
+    def __getitem__(self, index):
+        return self.get(index)
+
+    palette = staticmethod(palette)
+    colorize = staticmethod(colorize)
+
+    def __repr__(self):
+        return f"VOCSegmentation({self.root!r}, split={self.split!r}, {len(self)} items)"
