@@ -14,3 +14,4 @@ from minidl.models.deeplab import (  # noqa: F401
     deeplabv3,
     deeplabv3plus,
 )
+from minidl.models.summary import summary  # noqa: F401  (the function; minidl.models.summary is it, not the module)
