@@ -15,3 +15,4 @@ from minidl.models.deeplab import (  # noqa: F401
     deeplabv3plus,
 )
 from minidl.models.summary import summary  # noqa: F401  (the function; minidl.models.summary is it, not the module)
+from minidl.models.torchvision_compat import deeplabv3_resnet50, deeplabv3_resnet101  # noqa: F401,E402
