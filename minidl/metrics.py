@@ -133,12 +133,12 @@ class SegmentationMetrics:
         return self
 
     def compute(self):
-        """A dict: pixel_accuracy, mean_accuracy, mean_iou (floats), iou_per_class, confusion_matrix (arrays)."""
+        """A dict: pixel_accuracy, mean_accuracy, miou (floats), iou_per_class, confusion_matrix (arrays)."""
         cm = self.confusion_matrix
         return {
             "pixel_accuracy": pixel_accuracy(cm),
             "mean_accuracy": mean_accuracy(cm),
-            "mean_iou": mean_iou(cm),
+            "miou": mean_iou(cm),
             "iou_per_class": iou_per_class(cm),
             "confusion_matrix": cm.copy(),
         }
