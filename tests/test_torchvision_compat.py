@@ -169,7 +169,8 @@ def generate():
     import torchvision
     from torchvision.models import segmentation
 
-    data = {"_generated_by": GENERATE, "_versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    data = {"_generated_by": GENERATE, "_versions": versions,
             "_weights": WEIGHTS, "_input": INPUT, "_sampled": SAMPLED}
     models = {}
     for builder in BUILDERS:

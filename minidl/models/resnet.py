@@ -44,6 +44,8 @@ both paths agree on the size. Every 3×3 conv pads by its rate, so for any
 input of size H the final map is ceil(H / OS) and ``low_level`` (layer1) is
 ceil(H / 4).
 """
+from numbers import Integral
+
 from minidl import nn
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -82,7 +84,10 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1×1 reduce, 3×3 (strided, dilated), 1×1 expand ×4 (ResNet-50/101): the 3×3 works on a quarter of the channels."""
+    """1×1 reduce, 3×3 (strided, dilated), 1×1 expand ×4 (ResNet-50/101).
+
+    The 3×3 conv, the expensive one, works on a quarter of the unit's channels.
+    """
 
     expansion = 4
 
@@ -143,9 +148,9 @@ def make_stage(block, inplanes, planes, units):
 def check_options(output_stride, multi_grid, width, dilation_convention):
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
-    if not multi_grid or any(not isinstance(r, int) or r < 1 for r in multi_grid):
+    if not multi_grid or any(not isinstance(r, Integral) or r < 1 for r in multi_grid):
         raise ValueError(f"multi_grid must be a non-empty sequence of positive integers, got {multi_grid!r}")
-    if not isinstance(width, int) or width < 1:
+    if not isinstance(width, Integral) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
     if dilation_convention not in DILATION_CONVENTIONS:
         raise ValueError(f"dilation_convention must be one of {DILATION_CONVENTIONS}, got {dilation_convention!r}")
@@ -173,7 +178,7 @@ def init_weights(model):
 
 
 class ResNet(nn.Module):
-    """ResNet trunk (no fc) whose ``forward`` returns {"low_level": layer1 (OS 4), "out": layer4 (OS ``output_stride``)}.
+    """ResNet trunk (no fc); ``forward`` returns {"low_level": layer1 (OS 4), "out": layer4 (OS ``output_stride``)}.
 
     ``layers``: units per stage; ``width``: channels of the stem and of layer1's
     3×3 convs (64 in the paper), doubling at each stage. ``out_channels`` is
@@ -226,5 +231,5 @@ def resnet101(output_stride=16, multi_grid=(1, 1, 1), width=64, dilation_convent
 
 
 def resnet_small(output_stride=16, multi_grid=(1, 1, 1), width=16, dilation_convention="deeplab"):
-    """One BasicBlock per stage at width 16 (about 0.2M weights): a backbone that trains on a CPU in minutes."""
+    """One BasicBlock per stage at width 16 (about 0.3M weights): a backbone that trains on a CPU in minutes."""
     return ResNet(BasicBlock, [1, 1, 1, 1], output_stride, multi_grid, width, dilation_convention)

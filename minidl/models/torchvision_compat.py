@@ -28,7 +28,7 @@ from collections import OrderedDict
 import minidl
 from minidl import nn
 from minidl.nn import functional as F
-from minidl.models.aspp import ASPPPooling  # noqa: F401  (torchvision's ASPPPooling, the same module)
+from minidl.models.aspp import ASPPPooling  # torchvision's ASPPPooling, module for module
 from minidl.models.resnet import check_images, resnet50, resnet101
 
 ASPP_RATES = (12, 24, 36)  # v3's (6, 12, 18) at OS 16, doubled for OS 8
