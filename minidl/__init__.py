@@ -64,6 +64,6 @@ float16, float32, float64 = _np.float16, _np.float32, _np.float64
 int32, int64, bool_ = _np.int32, _np.int64, _np.bool_
 bool = _np.bool_  # noqa: A001  (PyTorch's name: minidl.bool)
 
-from minidl import nn, optim  # noqa: E402,F401
+from minidl import data, nn, optim  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -1,10 +1,16 @@
-"""The ``minidl`` command line.
+"""The ``minidl`` command line: train, evaluate and run DeepLab models, and the main job.
 
-``minidl demo``: a network trained with minidl's own autograd learns to
-segment a small picture from pixel coordinates alone, printing its loss as it
-falls and the segmentation it ends with.
+    minidl run                      the main job: train the default DeepLab v3+ on the synthetic data,
+                                    evaluate it single-scale, multi-scale + flip and with the CRF
+    minidl train --model deeplabv3plus --backbone mobilenetv2_small --data synthetic --iters 1000 --out runs/NAME
+    minidl eval runs/NAME/checkpoint.npz --scales 0.5,0.75,1,1.25,1.5 --flip --crf
+    minidl predict runs/NAME/checkpoint.npz photo.jpg --crf          a colour overlay PNG
+    minidl demo                     a tiny network learns a toy segmentation (the autograd at work)
 """
 import argparse
+import json
+import os
+import sys
 import time
 
 import numpy as np
@@ -13,9 +19,10 @@ import minidl
 import minidl.nn.functional as F
 from minidl import nn, optim
 
-_SYMBOLS = ".o#"  # background, disk, ring
+_SYMBOLS = ".o#"  # background, disk, ring in the demo's scene
 
 
+# ---------------------------------------------------------------- demo
 def toy_scene(size):
     """Labels of a size×size picture: background (0), a disk (1) and a ring around another centre (2)."""
     ys, xs = np.mgrid[0:size, 0:size] / (size - 1) * 2 - 1  # coordinates in [-1, 1]
@@ -56,18 +63,251 @@ def demo(size=24, iterations=300, lr=0.05, seed=0):
     return loss.item(), accuracy
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="minidl", description=__doc__.splitlines()[0])
+# ---------------------------------------------------------------- checkpoints → models
+def load_trained(checkpoint, device="cpu", output_stride=None):
+    """The model, config and data statistics of a training checkpoint written by ``minidl train``."""
+    from minidl import io
+    from minidl.train import TrainConfig, build_datasets, build_model
+
+    state = io.load(checkpoint)
+    if "config" not in state or "model" not in state:
+        raise ValueError(f"{checkpoint} is a minidl file but not a training checkpoint (no model and config)")
+    config = TrainConfig(**{**state["config"], "device": device})
+    model = build_model(config)
+    model.load_state_dict(state["model"])
+    if output_stride:
+        model.set_output_stride(output_stride)  # v3: train at 16, evaluate at 8, same weights
+    _, val_set, stats = build_datasets(config)
+    return model.to(device).eval(), config, val_set, stats
+
+
+def _scales(text):
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales takes numbers separated by commas, got {text!r}") from None
+    if not scales or min(scales) <= 0:
+        raise argparse.ArgumentTypeError(f"--scales must be positive, got {text!r}")
+    return scales
+
+
+def _report(name, metrics):
+    return f"{name:<28} mIoU {metrics['miou']:.4f}   pixel accuracy {metrics['pixel_accuracy']:.4f}"
+
+
+# ---------------------------------------------------------------- predict: a photo → a colour overlay
+def overlay(image_uint8, labels, alpha=0.5):
+    """The image with each pixel tinted by its class colour (VOC's palette)."""
+    from minidl.data import colorize
+
+    colours = colorize(labels).astype(np.float32)
+    return (image_uint8 * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+
+
+def predict_image(model, stats, path, scales=(1.0,), flip=False, crf=False, device="cpu"):
+    """Labels (H, W) and the uint8 image, for an image file."""
+    from PIL import Image
+
+    from minidl.crf import dense_crf
+    from minidl.data import eval_transform
+    from minidl.inference import multi_scale_predict
+
+    try:
+        image = np.asarray(Image.open(path).convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the image {path}: {e}") from None
+    chw = image.transpose(2, 0, 1).astype(np.float32) / 255
+    normalised, _ = eval_transform(*(s for s in stats if s is not None))(chw, np.zeros(image.shape[:2], np.int64),
+                                                                         np.random.default_rng(0))
+    probs = multi_scale_predict(model, minidl.tensor(normalised[None], device=device), scales=scales, flip=flip,
+                                stride=model.output_stride).numpy()[0]
+    if crf:
+        probs = dense_crf(image, probs)
+    return probs.argmax(0), image
+
+
+# ---------------------------------------------------------------- the main job
+def prediction_figure(model, val_set, stats, path, count=4, device="cpu"):
+    """Image, ground truth, prediction and prediction + CRF for the first ``count`` validation images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minidl.crf import dense_crf
+    from minidl.data import colorize, eval_transform
+    from minidl.inference import multi_scale_predict
+    from minidl.train import _to_uint8
+
+    transform = eval_transform(*(s for s in stats if s is not None))
+    fig, axes = plt.subplots(count, 4, figsize=(10, 2.6 * count))
+    for row in range(count):
+        image, label = val_set[row]
+        normalised, _ = transform(image, label, np.random.default_rng(0))
+        probs = multi_scale_predict(model, minidl.tensor(normalised[None], device=device),
+                                    stride=model.output_stride).numpy()[0]
+        refined = dense_crf(_to_uint8(image), probs)
+        panels = [_to_uint8(image), colorize(label), colorize(probs.argmax(0)), colorize(refined.argmax(0))]
+        for ax, panel, title in zip(axes[row], panels, ["image", "ground truth", "prediction", "+ CRF"]):
+            ax.imshow(panel)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main_job(iterations, out, device="cpu", backbone="mobilenetv2_small", batch_size=8, seed=0):
+    """Train the default DeepLab v3+ on the synthetic data, then measure what each refinement adds."""
+    from minidl.train import TrainConfig, build_datasets, evaluate, train
+
+    config = TrainConfig(model="deeplabv3plus", backbone=backbone, iterations=iterations, out=out, device=device,
+                         batch_size=batch_size, seed=seed, eval_every=max(1, iterations // 4),
+                         checkpoint_every=max(1, iterations // 4))
+    print(f"minidl: training DeepLab v3+ ({backbone}) on the synthetic data for {iterations} iterations -> {out}")
+    start = time.perf_counter()
+    model, _ = train(config)
+    trained = time.perf_counter() - start
+    model.eval()
+    _, val_set, stats = build_datasets(config)
+    results = {"training_seconds": round(trained, 1), "iterations": iterations, "backbone": backbone}
+    settings = [
+        ("single scale", {}),
+        ("multi-scale + flip", {"scales": (0.75, 1.0, 1.25), "flip": True}),
+        ("multi-scale + flip + CRF", {"scales": (0.75, 1.0, 1.25), "flip": True, "crf": True}),
+    ]
+    print(f"trained in {trained:.0f} s; validation ({len(val_set)} images):")
+    for name, options in settings:
+        metrics = evaluate(model, val_set, stats, device=device, **options)
+        results[name] = {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
+                         "iou_per_class": [None if np.isnan(v) else float(v) for v in metrics["iou_per_class"]]}
+        print("  " + _report(name, metrics))
+    prediction_figure(model, val_set, stats, os.path.join(out, "predictions.png"), device=device)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {out}/: checkpoint.npz, metrics.jsonl, curves.png, predictions.png, results.json "
+          f"({time.perf_counter() - start:.0f} s in all)")
+    return results
+
+
+# ---------------------------------------------------------------- argument parsing
+def _add_train_arguments(p):
+    from minidl.train import TrainConfig
+
+    defaults = TrainConfig()
+    p.add_argument("--model", default=defaults.model, choices=["deeplabv2", "deeplabv3", "deeplabv3plus"])
+    p.add_argument("--backbone", default=defaults.backbone)
+    p.add_argument("--output-stride", type=int, default=defaults.output_stride, choices=[8, 16, 32])
+    p.add_argument("--data", default=defaults.data, help="'synthetic' or 'voc:PATH' (a Pascal VOC-format folder)")
+    p.add_argument("--num-classes", type=int, default=None, help="default: 7 for synthetic, 21 for VOC")
+    p.add_argument("--iters", type=int, default=defaults.iterations)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--crop-size", type=int, default=defaults.image_size)
+    p.add_argument("--optimizer", default=defaults.optimizer, choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--loss-on", default="", choices=["", "upsampled_logits", "downsampled_labels"])
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    p.add_argument("--out", default=None, help="run folder (default runs/<model>)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue exactly from the run folder's checkpoint")
+
+
+def _train(args):
+    from minidl.train import TrainConfig, train
+
+    num_classes = args.num_classes or (7 if args.data == "synthetic" else 21)
+    config = TrainConfig(
+        model=args.model, backbone=args.backbone, output_stride=args.output_stride, data=args.data,
+        num_classes=num_classes, iterations=args.iters, batch_size=args.batch_size, image_size=args.crop_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, loss_on=args.loss_on,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        out=args.out or os.path.join("runs", args.model), device=args.device, seed=args.seed, workers=args.workers,
+    )
+    _, metrics = train(config, resume=args.resume)
+    print(_report("validation", metrics))
+    print(f"checkpoint, metrics.jsonl and curves.png in {config.out}")
+
+
+def _eval(args):
+    from minidl.train import evaluate
+
+    model, config, val_set, stats = load_trained(args.checkpoint, args.device, args.output_stride)
+    metrics = evaluate(model, val_set, stats, scales=args.scales, flip=args.flip, crf=args.crf, fusion=args.fusion,
+                       device=args.device, progress=True)
+    print(_report(f"{config.model} at OS {model.output_stride}", metrics))
+    print("IoU per class: " + ", ".join(f"{v:.3f}" for v in metrics["iou_per_class"]))
+
+
+def _predict(args):
+    from PIL import Image
+
+    model, _, _, stats = load_trained(args.checkpoint, args.device, args.output_stride)
+    labels, image = predict_image(model, stats, args.image, args.scales, args.flip, args.crf, args.device)
+    out = args.out or os.path.splitext(args.image)[0] + "_segmentation.png"
+    Image.fromarray(overlay(image, labels)).save(out)
+    found = ", ".join(str(c) for c in np.unique(labels))
+    print(f"wrote {out} (classes found: {found})")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minidl", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run_demo = commands.add_parser("demo", help="train a small network on a toy segmentation and watch the loss fall")
-    run_demo.add_argument("--size", type=int, default=24, help="side of the toy picture in pixels")
-    run_demo.add_argument("--iterations", type=int, default=300)
-    run_demo.add_argument("--lr", type=float, default=0.05)
-    run_demo.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        demo(args.size, args.iterations, args.lr, args.seed)
+
+    run = commands.add_parser("run", help="the main job: train DeepLab v3+ on synthetic data and evaluate it")
+    run.add_argument("--iters", type=int, default=int(os.environ.get("MINIDL_RUN_ITERS", 1200)))
+    run.add_argument("--out", default="runs/main")
+    run.add_argument("--backbone", default="mobilenetv2_small")
+    run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    _add_train_arguments(commands.add_parser("train", help="train a DeepLab model"))
+
+    for name, text in (("eval", "evaluate a checkpoint on its validation data"),
+                       ("predict", "segment an image and write a colour overlay PNG")):
+        p = commands.add_parser(name, help=text)
+        p.add_argument("checkpoint")
+        if name == "predict":
+            p.add_argument("image")
+            p.add_argument("--out", default=None, help="output PNG (default: <image>_segmentation.png)")
+        p.add_argument("--scales", type=_scales, default=(1.0,), help="e.g. 0.5,0.75,1,1.25,1.5")
+        p.add_argument("--flip", action="store_true", help="add left-right flipped inputs")
+        p.add_argument("--crf", action="store_true", help="refine with the fully connected CRF")
+        p.add_argument("--fusion", default="mean", choices=["mean", "max"], help="v3: mean of probabilities; v2: max")
+        p.add_argument("--output-stride", type=int, default=None, choices=[8, 16, 32],
+                       help="evaluate at another output stride (v3: train 16, evaluate 8)")
+        p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    demo_parser = commands.add_parser("demo", help="train a small network on a toy segmentation")
+    demo_parser.add_argument("--size", type=int, default=24, help="side of the toy picture in pixels")
+    demo_parser.add_argument("--iterations", type=int, default=300)
+    demo_parser.add_argument("--lr", type=float, default=0.05)
+    demo_parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            main_job(args.iters, args.out, args.device, args.backbone)
+        elif args.command == "train":
+            _train(args)
+        elif args.command == "eval":
+            _eval(args)
+        elif args.command == "predict":
+            _predict(args)
+        else:
+            demo(args.size, args.iterations, args.lr, args.seed)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # errors a user can cause: say them plainly
+        print(f"minidl {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

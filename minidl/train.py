@@ -1,0 +1,263 @@
+"""Training and evaluating a DeepLab, as the papers do it, on the CPU or on a GPU with the same code.
+
+The loop: poly learning rate lr·(1 − it/max_it)^0.9, SGD with momentum (or
+Adam), a cross-entropy that ignores label 255, taken either on labels
+downsampled to the score map (DeepLab v2) or on scores upsampled to the labels
+(v3 and v3+, which found that downsampling the labels loses fine detail).
+Every ``checkpoint_every`` iterations the whole state — model, optimiser,
+schedule, random generator, iteration — is written atomically, so
+``resume=True`` continues exactly where the run stopped: the data loader's
+batches are a pure function of (seed, iteration), so it sees the very batches
+the uninterrupted run would have seen.
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import minidl
+import minidl.nn.functional as F
+from minidl import io, models, optim
+from minidl.crf import dense_crf
+from minidl.data import DataLoader, SyntheticSegmentation, VOCSegmentation, eval_transform, train_transform
+from minidl.inference import multi_scale_predict
+from minidl.metrics import SegmentationMetrics
+
+LOSS_MODES = ("upsampled_logits", "downsampled_labels")
+IGNORE_INDEX = 255
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "deeplabv3plus"  # deeplabv2 | deeplabv3 | deeplabv3plus
+    backbone: str = "mobilenetv2_small"
+    output_stride: int = 16
+    data: str = "synthetic"  # 'synthetic' or 'voc:PATH'
+    num_classes: int = 7  # the synthetic set's 7; 21 for Pascal VOC
+    train_size: int = 2000  # synthetic items in the training split
+    val_size: int = 100
+    image_size: int = 97  # synthetic images, and the training crop
+    batch_size: int = 8
+    iterations: int = 1000
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    loss_on: str = ""  # '' picks the model's paper: downsampled_labels for v2, upsampled_logits otherwise
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    out: str = "runs/deeplabv3plus"
+    device: str = "cpu"
+    seed: int = 0
+    workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {tuple(MODELS)}, got {self.model!r}")
+        if self.loss_on and self.loss_on not in LOSS_MODES:
+            raise ValueError(f"loss_on must be one of {LOSS_MODES}, got {self.loss_on!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if not (self.data == "synthetic" or self.data.startswith("voc:")):
+            raise ValueError(f"data must be 'synthetic' or 'voc:PATH', got {self.data!r}")
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError(f"iterations and batch_size must be positive, got {self.iterations}, {self.batch_size}")
+        if not self.loss_on:
+            self.loss_on = "downsampled_labels" if self.model == "deeplabv2" else "upsampled_logits"
+
+
+MODELS = {"deeplabv2": models.deeplabv2, "deeplabv3": models.deeplabv3, "deeplabv3plus": models.deeplabv3plus}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+# ---------------------------------------------------------------- building blocks
+def build_model(config):
+    return MODELS[config.model](backbone=config.backbone, num_classes=config.num_classes,
+                                output_stride=config.output_stride)
+
+
+def build_datasets(config):
+    """The training and validation sets named by ``config.data``, checked before training starts."""
+    if config.data == "synthetic":
+        train = SyntheticSegmentation(config.train_size, config.image_size, config.num_classes, config.seed, "train")
+        val = SyntheticSegmentation(config.val_size, config.image_size, config.num_classes, config.seed, "val")
+        return train, val, (train.MEAN, train.STD)
+    root = config.data[len("voc:"):]
+    train = VOCSegmentation(root, "train", num_classes=config.num_classes)
+    val = VOCSegmentation(root, "val", num_classes=config.num_classes)
+    return train, val, (None, None)  # VOC images are normalised with ImageNet's statistics
+
+
+def build_loader(config, dataset, stats):
+    mean, std = stats
+    transform = train_transform(config.image_size, *(s for s in (mean, std) if s is not None))
+    return DataLoader(dataset, config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
+                      num_workers=config.workers, transform=transform, device=config.device)
+
+
+def segmentation_loss(model, images, labels, loss_on):
+    """Cross-entropy ignoring label 255, where the paper takes it (see the module docstring)."""
+    if loss_on == "upsampled_logits":
+        return F.cross_entropy(model(images), labels, ignore_index=IGNORE_INDEX)
+    scores = model.head(model.backbone(images))  # at the output stride, before the final upsampling
+    small = F.interpolate(labels.reshape(labels.shape[0], 1, *labels.shape[1:]), size=tuple(scores.shape[2:]),
+                          mode="nearest")
+    return F.cross_entropy(scores, small.reshape(small.shape[0], *small.shape[2:]), ignore_index=IGNORE_INDEX)
+
+
+def _optimizer(config, model):
+    if config.optimizer == "adam":
+        return optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluate(model, dataset, stats, scales=(1.0,), flip=False, crf=False, device="cpu", fusion="mean",
+             progress=False):
+    """mIoU, pixel accuracy and per-class IoU of ``model`` on ``dataset``, one image at a time.
+
+    With ``crf`` the fused probabilities are refined by the fully connected CRF
+    (on the unnormalised image, as DeepLab v2 does) before the argmax.
+    """
+    metrics = SegmentationMetrics(model.num_classes, ignore_index=IGNORE_INDEX)
+    transform = eval_transform(*(s for s in stats if s is not None))
+    items = tqdm(range(len(dataset)), desc="evaluating", leave=False) if progress else range(len(dataset))
+    for index in items:
+        image, label = dataset[index]
+        normalised, _ = transform(image, label, np.random.default_rng(0))
+        batch = minidl.tensor(normalised[None], device=device)
+        probs = multi_scale_predict(model, batch, scales=scales, flip=flip, fusion=fusion, stride=model.output_stride)
+        probs = probs.numpy()[0]
+        if crf:
+            probs = dense_crf(_to_uint8(image), probs)
+        metrics.update(probs.argmax(0), label)
+    return metrics.compute()
+
+
+def _to_uint8(image):
+    """(3, H, W) floats in [0, 1] → (H, W, 3) uint8, the CRF's colour image."""
+    return np.ascontiguousarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0))
+
+
+# ---------------------------------------------------------------- the loop
+def _checkpoint_path(out):
+    return os.path.join(out, "checkpoint.npz")
+
+
+def _save(out, model, optimizer, scheduler, iteration, config):
+    io.save({
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "iteration": iteration,
+        "rng": minidl.get_rng_state(),
+        "config": dataclasses.asdict(config),
+    }, _checkpoint_path(out))
+
+
+def _log(out, record):
+    with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def train(config, resume=False):
+    """Train as ``config`` says; returns the model and the last evaluation's metrics."""
+    os.makedirs(config.out, exist_ok=True)
+    train_set, val_set, stats = build_datasets(config)
+    model = build_model(config).to(config.device)
+    optimizer = _optimizer(config, model)
+    scheduler = optim.PolyLR(optimizer, max_iters=config.iterations, power=config.poly_power)
+    start = 0
+    if resume:
+        start = _resume(config, model, optimizer, scheduler)
+    elif os.path.exists(os.path.join(config.out, "metrics.jsonl")):
+        os.remove(os.path.join(config.out, "metrics.jsonl"))  # a fresh run starts a fresh log
+    with open(os.path.join(config.out, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    loader = build_loader(config, train_set, stats)
+    model.train()
+    last_metrics = None
+    steps = zip(range(start, config.iterations), loader.batches(start))
+    bar = tqdm(steps, total=config.iterations, initial=start, desc="training", disable=not config.progress)
+    clock = time.perf_counter()
+    for iteration, (images, labels) in bar:
+        loss = segmentation_loss(model, images, labels, config.loss_on)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"the loss became {value} at iteration {iteration + 1}; training stopped. The last good "
+                f"checkpoint, {_checkpoint_path(config.out)}, was left as it was (lower --lr?)"
+            )
+        lr = scheduler.get_last_lr()[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        done = iteration + 1
+        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+        record = {"iteration": done, "loss": value, "lr": lr, "seconds": round(time.perf_counter() - clock, 3)}
+        if done % config.eval_every == 0 or done == config.iterations:
+            last_metrics = evaluate(model, val_set, stats, device=config.device)
+            model.train()
+            record.update(miou=last_metrics["miou"], pixel_accuracy=last_metrics["pixel_accuracy"])
+        _log(config.out, record)
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            _save(config.out, model, optimizer, scheduler, done, config)
+    plot_curves(config.out)
+    return model, last_metrics
+
+
+def _resume(config, model, optimizer, scheduler):
+    path = _checkpoint_path(config.out)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    state = io.load(path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    minidl.set_rng_state(state["rng"])
+    iteration = int(state["iteration"])
+    _truncate_log(config.out, iteration)
+    return iteration
+
+
+def _truncate_log(out, iteration):
+    """Forget log lines written after the checkpoint: the resumed run writes them again."""
+    path = os.path.join(out, "metrics.jsonl")
+    if os.path.exists(path):
+        kept = [r for r in read_log(out) if r["iteration"] <= iteration]
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+
+
+def plot_curves(out):
+    """Loss and validation mIoU against iterations, as out/curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_log(out)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot([r["iteration"] for r in records], [r["loss"] for r in records], lw=0.8)
+    left.set(xlabel="iteration", ylabel="training loss", title="loss", yscale="log")
+    evaluated = [r for r in records if "miou" in r]
+    right.plot([r["iteration"] for r in evaluated], [r["miou"] for r in evaluated], "o-")
+    right.set(xlabel="iteration", ylabel="validation mIoU", title="mIoU", ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "curves.png"), dpi=100)
+    plt.close(fig)
