@@ -154,7 +154,10 @@ def _field_of_view(backbone, size=65):
 
 
 def test_output_stride_switch_keeps_the_field_of_view():
-    """Dilation instead of stride: the same pixels seen, on a grid twice as dense (stem 3 + 4 + 8 + 16 + 32 rows each side)."""
+    """Dilation instead of stride: the same pixels seen on a grid twice as dense.
+
+    Each 3×3 conv adds its tap spacing in input pixels on each side: 1 + 2 + 4 + 8 + 16 = 31, so 63 rows.
+    """
     model = tiny_model(minidl, "DeepLabV3", output_stride=16).eval()
     assert _field_of_view(model.backbone) == 63
     model.set_output_stride(8)

@@ -1,9 +1,11 @@
-"""Checkpoints: round trips, atomic writes, clear errors for missing, truncated and foreign files, PyTorch conversion."""
+"""Checkpoints: round trips, atomic writes, errors for missing, truncated and foreign files, PyTorch conversion."""
 import json
 import math
 import os
 import pickle
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +17,8 @@ import minidl.models
 
 
 def small_net(lib):
-    return lib.nn.Sequential(lib.nn.Conv2d(3, 4, 3, padding=1), lib.nn.BatchNorm2d(4), lib.nn.ReLU(), lib.nn.Conv2d(4, 2, 1))
+    nn = lib.nn
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
 
 
 def test_module_round_trip(tmp_path):
@@ -186,3 +189,15 @@ def test_minidl_state_dict_into_torch():
 def test_torch_checkpoint_wrapper_refused_with_a_hint():
     with pytest.raises(TypeError, match="the value of 'model' is of type OrderedDict.*checkpoint\\['model'\\]"):
         io.from_torch_state_dict({"model": torch.nn.Conv2d(1, 1, 1).state_dict()})
+
+
+def test_minidl_side_never_imports_torch(tmp_path):
+    script = (
+        "import sys, minidl.io, minidl.models\n"
+        "model = minidl.models.deeplabv3plus('resnet_small', num_classes=3, head_channels=8, width=4)\n"
+        f"minidl.io.save(model, {str(tmp_path / 'm.npz')!r})\n"
+        f"model.load_state_dict(minidl.io.from_torch_state_dict(minidl.io.load({str(tmp_path / 'm.npz')!r})))\n"
+        "print(minidl.models.summary(model, (3, 33, 33)).macs > 0, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False"]

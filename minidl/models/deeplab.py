@@ -28,8 +28,9 @@ _SETTING_TYPES = (bool, int, float, str, tuple, list, type(None))
 
 def _layout(module):
     """What a module's weights depend on: submodule names and types, parameter and buffer shapes."""
-    tensors = [*module.named_parameters(), *module.named_buffers()]
-    return [(name, type(m).__name__) for name, m in module.named_modules()], [(name, tuple(t.shape)) for name, t in tensors]
+    modules = [(name, type(m).__name__) for name, m in module.named_modules()]
+    tensors = [(name, tuple(t.shape)) for name, t in [*module.named_parameters(), *module.named_buffers()]]
+    return modules, tensors
 
 
 def copy_settings(target, source):

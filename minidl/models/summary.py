@@ -60,6 +60,8 @@ class Row:
 
 @dataclass
 class Summary:
+    """What ``summary`` measured: totals for the whole model, and one ``Row`` per top-level submodule."""
+
     input_shape: tuple
     output_shape: tuple
     output_stride: float
@@ -73,7 +75,8 @@ class Summary:
         return 2 * self.macs
 
     def __str__(self):
-        lines = [HEADER] + [(r.name, r.type, str(r.output_shape), f"{r.parameters:,}", f"{r.macs:,}") for r in self.rows]
+        cells = [(r.name, r.type, str(r.output_shape), f"{r.parameters:,}", f"{r.macs:,}") for r in self.rows]
+        lines = [HEADER] + cells
         widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
         table = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
                  for line in lines]
@@ -106,7 +109,7 @@ def output_stride(input_hw, feature_hw):
 
 
 class _Recorder:
-    """Wraps the forward of chosen modules (as instance attributes) to see their inputs and outputs once."""
+    """Wraps the forward of chosen modules (an instance attribute over the class's) to see each call's in and out."""
 
     def __init__(self):
         self.wrapped = []
@@ -139,12 +142,17 @@ def _setting_shape(row):
     return on_call
 
 
+def _mac_counter(module):
+    return next((count for kind, count in MAC_COUNTERS.items() if isinstance(module, kind)), None)
+
+
 def _run(model, images, parts, rows):
     """One forward pass with each part's MACs and output shape recorded; returns the output and backbone features."""
     recorder, features = _Recorder(), []
     for name, module in model.named_modules():
-        if type(module) in MAC_COUNTERS:  # a leaf: within a top-level part, or the model itself
-            recorder.watch(module, _adding_macs(rows[name.split(".")[0]], module, MAC_COUNTERS[type(module)]))
+        counter = _mac_counter(module)
+        if counter is not None:  # a leaf: within a top-level part, or the model itself
+            recorder.watch(module, _adding_macs(rows[name.split(".")[0]], module, counter))
     for name, module in parts.items():
         recorder.watch(module, _setting_shape(rows[name]))
     if isinstance(getattr(model, "backbone", None), nn.Module):
