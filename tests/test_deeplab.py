@@ -129,6 +129,15 @@ def test_output_stride_switch_matches_reference():
     check_module(switched, (2, 3, 33, 33), modes=("eval",), steps=1)
 
 
+def test_output_stride_switch_leaves_the_random_stream_alone():
+    model = tiny_model(minidl, "DeepLabV3")
+    minidl.manual_seed(1)
+    expected = minidl.rand(4).data
+    minidl.manual_seed(1)
+    model.set_output_stride(8)
+    np.testing.assert_array_equal(minidl.rand(4).data, expected)
+
+
 def test_v3_rates_double_at_output_stride_8():
     model = tiny_model(minidl, "DeepLabV3", output_stride=16)
     assert model.aspp.rates == (6, 12, 18)

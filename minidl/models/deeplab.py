@@ -13,6 +13,7 @@ Sec. 4.1) and any image size works. The factories ``deeplabv2``,
 """
 import functools
 
+import minidl
 import minidl.nn.functional as F
 from minidl import nn
 from minidl.models.aspp import ASPP, ASPP_RATES, ASPP_STRIDE, ASPP_V2_RATES, ASPP_V2_STRIDE, ASPPv2, scaled_rates
@@ -85,9 +86,16 @@ class _DeepLab(nn.Module):
 
         The backbone trades stride for dilation (see ``copy_settings``) and the
         ASPP rates scale with it, so every conv sees the same input pixels as
-        before, on a denser grid.
+        before, on a denser grid. Building the template backbone draws random
+        weights; the random stream is put back, so a training run goes on
+        with the same dropout masks whether or not it switched.
         """
-        copy_settings(self.backbone, self.make_backbone(output_stride))
+        state = minidl.get_rng_state()
+        try:
+            template = self.make_backbone(output_stride)
+        finally:
+            minidl.set_rng_state(state)
+        copy_settings(self.backbone, template)
         self.aspp.set_rates(self.rates_at(output_stride))
         return self
 

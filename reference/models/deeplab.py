@@ -4,6 +4,7 @@ The plain-Python parts (rates, multi-grid options, the settings copy behind
 ``set_output_stride``) are shared with minidl; the backbones come from
 ``reference.models`` through the same registry.
 """
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -33,7 +34,9 @@ class _DeepLab(nn.Module):
         return scaled_rates(self.PAPER_RATES, self.PAPER_STRIDE, output_stride)
 
     def set_output_stride(self, output_stride):
-        copy_settings(self.backbone, self.make_backbone(output_stride))
+        with torch.random.fork_rng(devices=[]):
+            template = self.make_backbone(output_stride)
+        copy_settings(self.backbone, template)
         self.aspp.set_rates(self.rates_at(output_stride))
         return self
 
