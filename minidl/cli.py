@@ -199,6 +199,7 @@ def _add_train_arguments(p):
     p.add_argument("--model", default=defaults.model, choices=["deeplabv2", "deeplabv3", "deeplabv3plus"])
     p.add_argument("--backbone", default=defaults.backbone)
     p.add_argument("--output-stride", type=int, default=defaults.output_stride, choices=[8, 16, 32])
+    p.add_argument("--head-channels", type=int, default=defaults.head_channels, help="ASPP/decoder width (v3, v3+)")
     p.add_argument("--data", default=defaults.data, help="'synthetic' or 'voc:PATH' (a Pascal VOC-format folder)")
     p.add_argument("--num-classes", type=int, default=None, help="default: 7 for synthetic, 21 for VOC")
     p.add_argument("--iters", type=int, default=defaults.iterations)
@@ -223,6 +224,7 @@ def _train(args):
     num_classes = args.num_classes or (7 if args.data == "synthetic" else 21)
     config = TrainConfig(
         model=args.model, backbone=args.backbone, output_stride=args.output_stride, data=args.data,
+        head_channels=args.head_channels,
         num_classes=num_classes, iterations=args.iters, batch_size=args.batch_size, image_size=args.crop_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, loss_on=args.loss_on,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,

@@ -36,6 +36,7 @@ class TrainConfig:
     model: str = "deeplabv3plus"  # deeplabv2 | deeplabv3 | deeplabv3plus
     backbone: str = "mobilenetv2_small"
     output_stride: int = 16
+    head_channels: int = 256  # ASPP and decoder width (v3/v3+); the papers' 256, smaller for CPU runs
     data: str = "synthetic"  # 'synthetic' or 'voc:PATH'
     num_classes: int = 7  # the synthetic set's 7; 21 for Pascal VOC
     train_size: int = 2000  # synthetic items in the training split
@@ -81,8 +82,9 @@ class TrainingDiverged(RuntimeError):
 
 # ---------------------------------------------------------------- building blocks
 def build_model(config):
+    options = {} if config.model == "deeplabv2" else {"head_channels": config.head_channels}
     return MODELS[config.model](backbone=config.backbone, num_classes=config.num_classes,
-                                output_stride=config.output_stride)
+                                output_stride=config.output_stride, **options)
 
 
 def build_datasets(config):
