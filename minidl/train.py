@@ -180,6 +180,7 @@ def train(config, resume=False):
     """Train as ``config`` says; returns the model and the last evaluation's metrics."""
     os.makedirs(config.out, exist_ok=True)
     train_set, val_set, stats = build_datasets(config)
+    minidl.manual_seed(config.seed)  # the same seed, the same initial weights and dropout masks
     model = build_model(config).to(config.device)
     optimizer = _optimizer(config, model)
     scheduler = optim.PolyLR(optimizer, max_iters=config.iterations, power=config.poly_power)

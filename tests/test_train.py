@@ -1,0 +1,108 @@
+"""Training end to end on tiny settings: the loss falls, resume is exact, divergence stops cleanly, the CLI works."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import minidl
+import minidl.train as training
+from minidl import io
+from minidl.cli import main
+from minidl.train import TrainConfig, TrainingDiverged, read_log, train
+
+
+def tiny(out, **changes):
+    options = dict(model="deeplabv3plus", backbone="resnet_small", image_size=33, batch_size=2, train_size=16,
+                   val_size=2, head_channels=16, iterations=6, eval_every=3, checkpoint_every=3, lr=0.01,
+                   out=str(out), progress=False)
+    options.update(changes)
+    return TrainConfig(**options)
+
+
+def test_short_training_lowers_the_loss(tmp_path):
+    _, metrics = train(tiny(tmp_path, iterations=40, eval_every=40, checkpoint_every=40, lr=0.05, train_size=4))
+    losses = [r["loss"] for r in read_log(tmp_path)]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    assert 0 <= metrics["miou"] <= 1
+    for name in ("checkpoint.npz", "metrics.jsonl", "curves.png", "config.json"):
+        assert os.path.exists(tmp_path / name)
+
+
+@pytest.mark.parametrize("model", ["deeplabv2", "deeplabv3", "deeplabv3plus"])
+def test_resume_continues_exactly(tmp_path, monkeypatch, model):
+    whole, _ = train(tiny(tmp_path / "whole", model=model))
+    log = training._log
+
+    def interrupt_after_3(out, record):  # the process dies after the checkpoint at iteration 3
+        log(out, record)
+        if record["iteration"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_log", interrupt_after_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path / "resumed", model=model))
+    monkeypatch.setattr(training, "_log", log)
+    resumed, _ = train(tiny(tmp_path / "resumed", model=model), resume=True)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert [r["loss"] for r in read_log(tmp_path / "whole")] == [r["loss"] for r in read_log(tmp_path / "resumed")]
+
+
+def test_v2_takes_the_loss_on_downsampled_labels():
+    assert TrainConfig(model="deeplabv2").loss_on == "downsampled_labels"
+    assert TrainConfig(model="deeplabv3").loss_on == "upsampled_logits"
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    loss_of = training.segmentation_loss
+    calls = []
+
+    def nan_at_5(model, images, labels, loss_on):
+        calls.append(1)
+        loss = loss_of(model, images, labels, loss_on)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(training, "segmentation_loss", nan_at_5)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at iteration 5.*checkpoint"):
+        train(tiny(tmp_path))
+    assert io.load(tmp_path / "checkpoint.npz")["iteration"] == 3
+
+
+def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train(tiny(tmp_path), resume=True)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="model must be one of"):
+        TrainConfig(model="deeplabv4")
+    with pytest.raises(ValueError, match="data must be 'synthetic' or 'voc:PATH'"):
+        TrainConfig(data="imagenet")
+
+
+def test_command_line_train_eval_predict(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--backbone", "resnet_small", "--iters", "2", "--batch-size", "2", "--crop-size", "33",
+                 "--head-channels", "16", "--eval-every", "2", "--checkpoint-every", "2", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["iterations"] == 2 and config["backbone"] == "resnet_small"
+    checkpoint = str(out / "checkpoint.npz")
+    assert main(["eval", checkpoint, "--scales", "0.75,1", "--flip", "--crf"]) == 0
+    assert "mIoU" in capsys.readouterr().out
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(photo)
+    assert main(["predict", checkpoint, str(photo), "--crf"]) == 0
+    overlay = Image.open(tmp_path / "photo_segmentation.png")
+    assert overlay.size == (50, 40)
+
+
+def test_command_line_errors_name_the_file(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.npz")]) == 1
+    assert "missing.npz" in capsys.readouterr().err
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    train(tiny(tmp_path / "run", iterations=1, eval_every=1, checkpoint_every=1))
+    assert main(["predict", str(tmp_path / "run" / "checkpoint.npz"), str(not_an_image)]) == 1
+    assert "notes.txt" in capsys.readouterr().err
