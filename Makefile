@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test install clean
 
 run: $(STAMP)
-	$(BIN)/minidl demo
+	$(BIN)/minidl run
 
 # The CUDA kernels are tested on the CPU by Numba's simulator, which must be
 # switched on before Numba is imported: a second pytest process.

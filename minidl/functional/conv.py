@@ -17,6 +17,9 @@ A 1×1 convolution with stride 1 and no padding needs no im2col: it is a
 matrix product over channels at every pixel. Depthwise convolutions
 (groups == in_channels) go to ``minidl.functional.depthwise``.
 """
+import contextlib
+import functools
+
 from minidl import kernels
 from minidl.backend import get_array_module
 from minidl.functional.convutils import output_size, pair
@@ -114,10 +117,33 @@ def _bias_grad(ctx, g):
     return g.sum(axis=(0, 2, 3)) if ctx.needs_input_grad[2] else None
 
 
+def _sized_products(method):
+    """Give a Function's matrix products as many BLAS threads as their size is worth (see kernels.cpu).
+
+    Forward (called with x and the weight) works out the number of
+    multiply-adds; backward, whose products are as large, reuses it.
+    """
+
+    @functools.wraps(method)
+    def run(ctx, first, *rest, **params):
+        if not hasattr(ctx, "multiply_adds"):
+            w = rest[0]
+            ctx.multiply_adds = first.size * w.shape[0] * w.shape[2] * w.shape[3] // (first.shape[1] // w.shape[1])
+        threads = contextlib.nullcontext()
+        if get_array_module(first).__name__ == "numpy":
+            from minidl.kernels.cpu import blas_threads_for
+
+            threads = blas_threads_for(ctx.multiply_adds)
+        with threads:
+            return method(ctx, first, *rest, **params)
+
+    return staticmethod(run)
+
+
 class Convolution(Function):
     """conv2d through im2col: out = weight @ cols per group, with cols (C_in·kh·kw, N·H_out·W_out)."""
 
-    @staticmethod
+    @_sized_products
     def forward(ctx, x, w, b, stride, padding, dilation, groups):
         c_out, _, kh, kw = w.shape
         n, _, height, width = x.shape
@@ -134,7 +160,7 @@ class Convolution(Function):
         ctx.x_shape, ctx.w_shape, ctx.geometry = x.shape, w.shape, geometry
         return _add_bias(get_array_module(x).ascontiguousarray(out), b)
 
-    @staticmethod
+    @_sized_products
     def backward(ctx, g):
         cols, w_groups = ctx.saved
         c_out, groups = ctx.w_shape[0], ctx.x_shape[1] // ctx.w_shape[1]
@@ -152,7 +178,7 @@ class Convolution(Function):
 class PointwiseConvolution(Function):
     """A 1×1 convolution (stride 1, no padding): weight (C_out, C_in) @ x at every pixel, no im2col."""
 
-    @staticmethod
+    @_sized_products
     def forward(ctx, x, w, b, groups):
         n, c_in, height, width = x.shape
         c_out = w.shape[0]
@@ -164,7 +190,7 @@ class PointwiseConvolution(Function):
         out = (w_groups @ x_groups).reshape(n, c_out, height, width)  # one product per image and group
         return _add_bias(out, b)
 
-    @staticmethod
+    @_sized_products
     def backward(ctx, g):
         x_groups, w_groups = ctx.saved
         (n, c_in, height, width), c_out = ctx.x_shape, ctx.w_shape[0]
