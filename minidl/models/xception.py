@@ -39,13 +39,11 @@ block2 at rate 4. Every 3×3 conv pads by its rate, so a stride-2 conv maps
 h to ceil(h/2) and the output is ceil(H / output_stride) for any H.
 """
 from collections import OrderedDict
+from numbers import Integral
 
 from minidl import nn
+from minidl.models.resnet import check_images, init_weights
 
-# What the decoder of DeepLab v3+ reads: entry block2's second separable conv
-# (TF's 'entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise'),
-# the last map before that module's stride, at output stride 4.
-LOW_LEVEL_OUTPUT_STRIDE = 4
 STEM_STRIDE = 2
 
 
@@ -160,26 +158,16 @@ class Xception65(nn.Module):
                                  preactivated=False),
         ))
         self.low_level_channels, self.out_channels = width(256), width(2048)
-        _initialize(self)
+        init_weights(self)
 
     def forward(self, x):
-        self._check_input(x)
+        check_images(x, self.in_channels, self.output_stride, type(self).__name__)
         x = self.entry_flow.block1(self.stem(x))
+        # low-level features for the v3+ decoder: entry block2's second separable conv, the last map
+        # before its stride, at OS 4 (TF: entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise)
         low_level, x = self.entry_flow.block2.forward_with_prestride(x)
         x = self.exit_flow(self.middle_flow(self.entry_flow.block3(x)))
         return {"low_level": low_level, "out": x}
-
-    def _check_input(self, x):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"Xception65(in_channels={self.in_channels}) expects input (N, {self.in_channels}, H, W), "
-                f"got shape {tuple(x.shape)}"
-            )
-        if min(x.shape[2:]) < self.output_stride:
-            raise ValueError(
-                f"Xception65(output_stride={self.output_stride}): input height and width must be at least "
-                f"{self.output_stride}, got {x.shape[2]}×{x.shape[3]}"
-            )
 
 
 def _check_options(output_stride, width_mult, middle_units, in_channels):
@@ -187,9 +175,9 @@ def _check_options(output_stride, width_mult, middle_units, in_channels):
         raise ValueError(f"Xception65: output_stride must be 8, 16 or 32, got {output_stride}")
     if not width_mult > 0:
         raise ValueError(f"Xception65: width_mult must be positive, got {width_mult}")
-    if not (isinstance(middle_units, int) and middle_units >= 0):
+    if not (isinstance(middle_units, Integral) and middle_units >= 0):
         raise ValueError(f"Xception65: middle_units must be a non-negative integer, got {middle_units!r}")
-    if not (isinstance(in_channels, int) and in_channels >= 1):
+    if not (isinstance(in_channels, Integral) and in_channels >= 1):
         raise ValueError(f"Xception65: in_channels must be a positive integer, got {in_channels!r}")
 
 
@@ -208,16 +196,6 @@ def _stem(in_channels, mid_channels, out_channels):
         bn2=nn.BatchNorm2d(out_channels),
         relu2=nn.ReLU(),
     ))
-
-
-def _initialize(model):
-    """PyTorch's usual choice for ReLU nets: convs kaiming normal (fan_out), BN weight 1 and bias 0."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def xception65(output_stride=16, width_mult=1.0, middle_units=16, in_channels=3):
