@@ -27,7 +27,10 @@ so a module's residual branch ends in BN and may be negative: with a ReLU at
 its end, each middle-flow module could only add to its input. The last exit
 module has no shortcut and uses the paper's full form, depthwise → BN → ReLU
 → pointwise → BN → ReLU (``minidl.nn.SeparableConv2d``), so the backbone's
-output is rectified. The two forms have the same parameters and names.
+output is rectified. The two forms have the same parameters and names. So
+the BN after each depthwise conv (point 3) is everywhere, while the ReLU the
+paper's text also puts there is, in the released model, only in that last
+module; elsewhere the ReLUs stay between separable convs, as in Xception.
 
 Output stride follows TF's ``stack_blocks_dense``: strides are applied
 until the running stride reaches the target; from there each remaining stride
