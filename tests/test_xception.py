@@ -161,11 +161,11 @@ def test_stride_and_rate_of_each_flow(output_stride):
 
 
 def test_activation_order():
-    """ReLU before each separable conv, except the exit flow's last block: depthwise + BN + ReLU, pointwise + BN + ReLU."""
+    """ReLU before each separable conv; the exit flow's last block: depthwise + BN + ReLU, pointwise + BN + ReLU."""
     model = xception65(16, **NARROW)
-    assert list(model.middle_flow[0].sepconv1._modules) == [
+    assert [name for name, _ in model.middle_flow[0].sepconv1.named_children()] == [
         "relu", "depthwise", "depthwise_bn", "pointwise", "pointwise_bn"]
-    assert list(model.exit_flow.block2.sepconv1._modules) == [
+    assert [name for name, _ in model.exit_flow.block2.sepconv1.named_children()] == [
         "depthwise", "depthwise_bn", "depthwise_relu", "pointwise", "pointwise_bn", "pointwise_relu"]
     assert [b.skip for b in (*model.entry_flow, *model.middle_flow, *model.exit_flow)] == [
         "conv", "conv", "conv", "sum", "conv", "none"]
@@ -174,7 +174,7 @@ def test_activation_order():
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 @pytest.mark.parametrize("height, width", [(33, 47), (35, 50), (64, 32)])
 def test_output_sizes(height, width, output_stride):
-    """Every stride-2 conv pads by its rate, so a map of h pixels becomes ceil(h/2): out is ceil(H/OS), low-level ceil(H/4)."""
+    """Each stride-2 conv pads by its rate, so h pixels become ceil(h/2): out is ceil(H/OS), low-level ceil(H/4)."""
     x = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
     options = {"width_mult": 1 / 16, "middle_units": 1}
     with minidl.no_grad():
