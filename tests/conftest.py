@@ -1,8 +1,13 @@
 import os
 
 import pytest
+import torch
 
 import minidl
+
+# PyTorch is the reference here, never what is timed: one thread keeps its OpenMP workers from
+# spinning against Numba's and OpenBLAS's on a 2-core machine (a parity test ran 20x slower).
+torch.set_num_threads(1)
 
 # The CUDA-simulator tests need their own process with NUMBA_ENABLE_CUDASIM=1 (see tests/cudasim/).
 collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cudasim"]
