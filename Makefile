@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test book install clean
 
 run: $(STAMP)
 	$(BIN)/minidl run
@@ -22,6 +22,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/cudasim
+
+# Re-execute every chapter of the book in place (normal mode), saving the outputs into book/*.ipynb.
+book: $(STAMP)
+	$(BIN)/python book/build.py
 
 install: $(STAMP)
 
