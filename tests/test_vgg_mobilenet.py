@@ -56,8 +56,8 @@ def test_relu6_matches_torch_at_its_corners():
     ("vgg16", {"large_fov": True}, 128, 1024),
     ("vgg16", {"width": 8, "large_fov": True}, 16, 128),
     ("mobilenetv2", {}, 24, 320),
-    ("mobilenetv2", {"width_mult": 0.25}, 8, 80),  # 24/4 = 6 and 320/4 rounded up to multiples of 8
-    ("mobilenetv2_small", {}, 8, 112),  # 0.35: 8.4 -> 8, 112 -> 112
+    ("mobilenetv2", {"width_mult": 0.25}, 8, 80),  # 24·0.25 = 6 rounds up to 8; 320·0.25 = 80
+    ("mobilenetv2_small", {}, 8, 112),  # 24·0.35 = 8.4 rounds to 8; 320·0.35 = 112
 ])
 @pytest.mark.parametrize("lib", [minidl, torch])
 def test_channels(lib, name, options, low_level_channels, out_channels):

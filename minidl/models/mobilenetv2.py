@@ -134,6 +134,21 @@ def atrous_schedule(strides, output_stride, current_stride=2):
     return schedule
 
 
+def mobilenetv2_layers(output_stride, width_mult, stages):
+    """The stem and every inverted residual, and how many of them make the OS-4 (low-level) features."""
+    blocks = [(t, make_divisible(c * width_mult), s if i == 0 else 1) for t, c, n, s in stages for i in range(n)]
+    schedule = atrous_schedule([s for _, _, s in blocks], output_stride)
+    in_channels = make_divisible(STEM_CHANNELS * width_mult)
+    layers, imagenet_stride = [ConvBNReLU6(3, in_channels, stride=2)], 2
+    for (t, out_channels, s), (stride, dilation) in zip(blocks, schedule):
+        imagenet_stride *= s
+        if imagenet_stride <= 4:
+            low_level_layers = len(layers) + 1
+        layers.append(InvertedResidual(in_channels, out_channels, stride, t, dilation))
+        in_channels = out_channels
+    return layers, low_level_layers
+
+
 class MobileNetV2(nn.Module):
     """MobileNetV2 features; ``forward`` returns {"low_level": OS-4 features, "out": the last block's}."""
 
@@ -143,18 +158,10 @@ class MobileNetV2(nn.Module):
         if not width_mult > 0:
             raise ValueError(f"width_mult must be positive, got {width_mult!r}")
         self.output_stride = output_stride
-        blocks = [(t, make_divisible(c * width_mult), s if i == 0 else 1) for t, c, n, s in stages for i in range(n)]
-        schedule = atrous_schedule([s for _, _, s in blocks], output_stride)
-        in_channels = make_divisible(STEM_CHANNELS * width_mult)
-        layers, nominal_stride = [ConvBNReLU6(3, in_channels, stride=2)], 2
-        for (t, out_channels, s), (stride, dilation) in zip(blocks, schedule):
-            nominal_stride *= s
-            if nominal_stride <= 4:  # still in (or before) the OS-4 stage
-                self.low_level_layers, self.low_level_channels = len(layers) + 1, out_channels
-            layers.append(InvertedResidual(in_channels, out_channels, stride, t, dilation))
-            in_channels = out_channels
+        layers, self.low_level_layers = mobilenetv2_layers(output_stride, width_mult, stages)
         self.features = nn.Sequential(*layers)
-        self.out_channels = in_channels
+        self.low_level_channels = layers[self.low_level_layers - 1].out_channels
+        self.out_channels = layers[-1].out_channels
         init_conv_weights(self)
 
     def forward(self, input):
