@@ -122,7 +122,9 @@ def predict_image(model, stats, path, scales=(1.0,), flip=False, crf=False, devi
     probs = multi_scale_predict(model, minidl.tensor(normalised[None], device=device), scales=scales, flip=flip,
                                 stride=model.output_stride).numpy()[0]
     if crf:
-        probs = dense_crf(image, probs)
+        from minidl.train import crf_options_for
+
+        probs = dense_crf(image, probs, **crf_options_for(*image.shape[:2]))
     return probs.argmax(0), image
 
 
@@ -137,7 +139,7 @@ def prediction_figure(model, val_set, stats, path, count=4, device="cpu"):
     from minidl.crf import dense_crf
     from minidl.data import colorize, eval_transform
     from minidl.inference import multi_scale_predict
-    from minidl.train import _to_uint8
+    from minidl.train import _to_uint8, crf_options_for
 
     transform = eval_transform(*(s for s in stats if s is not None))
     fig, axes = plt.subplots(count, 4, figsize=(10, 2.6 * count))
@@ -146,7 +148,7 @@ def prediction_figure(model, val_set, stats, path, count=4, device="cpu"):
         normalised, _ = transform(image, label, np.random.default_rng(0))
         probs = multi_scale_predict(model, minidl.tensor(normalised[None], device=device),
                                     stride=model.output_stride).numpy()[0]
-        refined = dense_crf(_to_uint8(image), probs)
+        refined = dense_crf(_to_uint8(image), probs, **crf_options_for(*label.shape))
         panels = [_to_uint8(image), colorize(label), colorize(probs.argmax(0)), colorize(refined.argmax(0))]
         for ax, panel, title in zip(axes[row], panels, ["image", "ground truth", "prediction", "+ CRF"]):
             ax.imshow(panel)

@@ -123,12 +123,20 @@ def _optimizer(config, model):
 
 
 # ---------------------------------------------------------------- evaluation
+def crf_options_for(height, width):
+    """The CRF's settings for an image of this size: DeepLab v2's, with the bilateral kernel's spatial
+    reach scaled from the ~500-pixel VOC images they were tuned on (on 97-pixel synthetic images the
+    80-pixel reach wiped out small objects: validation mIoU 0.253 against 0.263 scaled)."""
+    return {"bi_xy_std": 80.0 * min(height, width) / 500}
+
+
 def evaluate(model, dataset, stats, scales=(1.0,), flip=False, crf=False, device="cpu", fusion="mean",
-             progress=False):
+             progress=False, crf_options=None):
     """mIoU, pixel accuracy and per-class IoU of ``model`` on ``dataset``, one image at a time.
 
     With ``crf`` the fused probabilities are refined by the fully connected CRF
-    (on the unnormalised image, as DeepLab v2 does) before the argmax.
+    (on the unnormalised image, as DeepLab v2 does) before the argmax, with
+    ``crf_options`` (default: ``crf_options_for`` the image's size).
     """
     metrics = SegmentationMetrics(model.num_classes, ignore_index=IGNORE_INDEX)
     transform = eval_transform(*(s for s in stats if s is not None))
@@ -140,7 +148,8 @@ def evaluate(model, dataset, stats, scales=(1.0,), flip=False, crf=False, device
         probs = multi_scale_predict(model, batch, scales=scales, flip=flip, fusion=fusion, stride=model.output_stride)
         probs = probs.numpy()[0]
         if crf:
-            probs = dense_crf(_to_uint8(image), probs)
+            options = crf_options_for(*label.shape) if crf_options is None else crf_options
+            probs = dense_crf(_to_uint8(image), probs, **options)
         metrics.update(probs.argmax(0), label)
     return metrics.compute()
 
