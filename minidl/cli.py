@@ -272,7 +272,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="the main job: train DeepLab v3+ on synthetic data and evaluate it")
-    run.add_argument("--iters", type=int, default=int(os.environ.get("MINIDL_RUN_ITERS", 1000)))
+    run.add_argument("--iters", type=int, default=int(os.environ.get("MINIDL_RUN_ITERS", 2000)))
     run.add_argument("--out", default="runs/main")
     run.add_argument("--backbone", default="mobilenetv2_small")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
