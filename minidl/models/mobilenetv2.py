@@ -41,8 +41,7 @@ that trains on a CPU in minutes.
 """
 from minidl import nn, where
 from minidl.nn import functional as F
-from minidl.models.resnet import check_images
-from minidl.models.vgg import check_output_stride, init_conv_weights
+from minidl.models.backbones import check_images, check_output_stride, init_conv_weights
 
 # One row a stage: expansion t, output channels c, number of blocks n, stride s of the first block.
 MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),

@@ -47,8 +47,8 @@ ceil(H / 4).
 from numbers import Integral
 
 from minidl import nn
+from minidl.models.backbones import check_images, check_output_stride, init_conv_weights
 
-OUTPUT_STRIDES = (8, 16, 32)
 DILATION_CONVENTIONS = ("deeplab", "torchvision")
 STEM_STRIDE = 4  # conv1 (stride 2) then maxpool (stride 2)
 
@@ -146,35 +146,13 @@ def make_stage(block, inplanes, planes, units):
 
 
 def check_options(output_stride, multi_grid, width, dilation_convention):
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    check_output_stride(output_stride)
     if not multi_grid or any(not isinstance(r, Integral) or r < 1 for r in multi_grid):
         raise ValueError(f"multi_grid must be a non-empty sequence of positive integers, got {multi_grid!r}")
     if not isinstance(width, Integral) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
     if dilation_convention not in DILATION_CONVENTIONS:
         raise ValueError(f"dilation_convention must be one of {DILATION_CONVENTIONS}, got {dilation_convention!r}")
-
-
-def check_images(x, channels, total_stride, who):
-    """Refuse, with a message that says what was expected, what the network cannot take."""
-    if x.ndim != 4 or x.shape[1] != channels:
-        got = f"{x.shape[1]} channels" if x.ndim == 4 else f"{x.ndim} dimensions"
-        raise ValueError(f"{who}: input x must be images of shape (N, {channels}, H, W), got shape "
-                         f"{tuple(x.shape)} ({got})")
-    if min(x.shape[2:]) < total_stride:
-        raise ValueError(f"{who}: input x is {x.shape[2]}×{x.shape[3]}, smaller than the network's total stride "
-                         f"{total_stride}; H and W must each be at least {total_stride}")
-
-
-def init_weights(model):
-    """torchvision's initialisation: Kaiming normal (fan_out, ReLU) for convs, BN as the identity."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
 
 
 class ResNet(nn.Module):
@@ -204,7 +182,7 @@ class ResNet(nn.Module):
         self.layer4 = make_stage(block, width * 4 * e, width * 8, plan[3])
         self.low_level_channels, self.out_channels = width * e, width * 8 * e
         self.output_stride = output_stride
-        init_weights(self)
+        init_conv_weights(self)
 
     def forward(self, x):
         check_images(x, self.in_channels, self.output_stride, type(self).__name__)

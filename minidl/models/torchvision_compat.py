@@ -29,7 +29,8 @@ import minidl
 from minidl import nn
 from minidl.nn import functional as F
 from minidl.models.aspp import ASPPPooling  # torchvision's ASPPPooling, module for module
-from minidl.models.resnet import check_images, resnet50, resnet101
+from minidl.models.backbones import check_images
+from minidl.models.resnet import resnet50, resnet101
 
 ASPP_RATES = (12, 24, 36)  # v3's (6, 12, 18) at OS 16, doubled for OS 8
 BACKBONE = {"output_stride": 8, "dilation_convention": "torchvision"}  # replace_stride_with_dilation=[F, T, T]

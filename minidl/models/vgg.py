@@ -32,7 +32,7 @@ ceil(n/OS). Caffe (where DeepLab was written) rounds up and gives n/2 + 1 for
 an even n; the two agree on DeepLab's odd crops (321, 513).
 """
 from minidl import nn
-from minidl.models.resnet import OUTPUT_STRIDES, check_images
+from minidl.models.backbones import check_images, check_output_stride, init_conv_weights
 
 # The 13 convolutions of VGG-16, block by block: their output channels at width 64.
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -45,24 +45,6 @@ FC6_RATE_AT_OS8 = 12
 
 # features[:LOW_LEVEL_LAYERS] is conv1_1 … pool2: the output stride 4 features DeepLab v3+'s decoder reads.
 LOW_LEVEL_LAYERS = 10
-
-
-def check_output_stride(output_stride):
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
-
-
-def init_conv_weights(module):
-    """torchvision's initialisation of its CNNs: He-normal with fan_out for every conv, zero biases.
-
-    (BatchNorm keeps its own ones and zeros.) Scaling by fan_out = out_channels·k²
-    keeps the variance of the gradients steady on the way back through ReLUs.
-    """
-    for layer in module.modules():
-        if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
 
 
 def vgg16_features(width, output_stride):

@@ -45,7 +45,7 @@ from collections import OrderedDict
 from numbers import Integral
 
 from minidl import nn
-from minidl.models.resnet import check_images, init_weights
+from minidl.models.backbones import check_images, init_conv_weights
 
 STEM_STRIDE = 2
 
@@ -161,7 +161,7 @@ class Xception65(nn.Module):
                                  preactivated=False),
         ))
         self.low_level_channels, self.out_channels = width(256), width(2048)
-        init_weights(self)
+        init_conv_weights(self)
 
     def forward(self, x):
         check_images(x, self.in_channels, self.output_stride, type(self).__name__)
