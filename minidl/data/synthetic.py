@@ -47,7 +47,7 @@ import math
 
 import numpy as np
 
-from minidl.data.transforms import IGNORE_INDEX, resize_bilinear
+from minidl.data.transforms import IGNORE_INDEX, TransformedItems, resize_bilinear
 from minidl.data.voc import colorize as _colorize
 from minidl.data.voc import palette as _palette
 
@@ -354,7 +354,7 @@ def generate(rng, image_size=(97, 97), classes=CLASSES, max_objects=6, min_radiu
     return image.astype(np.float32, copy=False), label, objects
 
 
-class SyntheticSegmentation:
+class SyntheticSegmentation(TransformedItems):
     """Synthetic shapes on cluttered backgrounds, made on the fly, deterministic by (seed, split, index).
 
     Args:
@@ -449,16 +449,6 @@ class SyntheticSegmentation:
     def objects(self, index):
         """What item ``index`` shows: its objects in drawing order (class, name, radius, center, ...)."""
         return self.generate(index)[2]
-
-    def get(self, index, rng=None):
-        """Item ``index`` with ``transform`` applied using ``rng`` (what the ``DataLoader`` calls)."""
-        image, label = self.load(index)
-        if self.transform is not None:
-            image, label = self.transform(image, label, rng if rng is not None else np.random.default_rng())
-        return image, label
-
-    def __getitem__(self, index):
-        return self.get(index)
 
     @staticmethod
     def palette(n=256):

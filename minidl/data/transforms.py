@@ -132,6 +132,20 @@ def resize_nearest(label, size):
 # --------------------------------------------------------------------------- transforms
 
 
+class TransformedItems:
+    """What a data set shares: ``load(index)`` gives the raw item, ``get``/``[]`` pass it through ``transform``."""
+
+    def get(self, index, rng=None):
+        """Item ``index`` with ``transform`` applied using ``rng`` (what the ``DataLoader`` calls)."""
+        image, label = self.load(index)
+        if self.transform is not None:
+            image, label = self.transform(image, label, rng if rng is not None else np.random.default_rng())
+        return image, label
+
+    def __getitem__(self, index):
+        return self.get(index)
+
+
 class Compose:
     """Apply transforms in order, passing the same generator to each (so one seed fixes them all)."""
 

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from minidl.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from minidl.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, TransformedItems
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -60,7 +60,7 @@ def _listed(names, total):
     return shown + more
 
 
-class VOCSegmentation:
+class VOCSegmentation(TransformedItems):
     """A Pascal VOC-format segmentation folder (see the module docstring for the layout).
 
     Args:
@@ -168,16 +168,6 @@ class VOCSegmentation:
             )
         image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
         return image, label
-
-    def get(self, index, rng=None):
-        """Item ``index`` with ``transform`` applied using ``rng`` (what the ``DataLoader`` calls)."""
-        image, label = self.load(index)
-        if self.transform is not None:
-            image, label = self.transform(image, label, rng if rng is not None else np.random.default_rng())
-        return image, label
-
-    def __getitem__(self, index):
-        return self.get(index)
 
     palette = staticmethod(palette)
     colorize = staticmethod(colorize)
