@@ -37,6 +37,7 @@ class TrainConfig:
     backbone: str = "mobilenetv2_small"
     output_stride: int = 16
     head_channels: int = 256  # ASPP and decoder width (v3/v3+); the papers' 256, smaller for CPU runs
+    model_options: dict = dataclasses.field(default_factory=dict)  # more keywords for the model's factory
     data: str = "synthetic"  # 'synthetic' or 'voc:PATH'
     num_classes: int = 7  # the synthetic set's 7; 21 for Pascal VOC
     train_size: int = 2000  # synthetic items in the training split
@@ -84,7 +85,7 @@ class TrainingDiverged(RuntimeError):
 def build_model(config):
     options = {} if config.model == "deeplabv2" else {"head_channels": config.head_channels}
     return MODELS[config.model](backbone=config.backbone, num_classes=config.num_classes,
-                                output_stride=config.output_stride, **options)
+                                output_stride=config.output_stride, **options, **config.model_options)
 
 
 def build_datasets(config):

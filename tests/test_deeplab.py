@@ -214,6 +214,8 @@ FACTORY_CASES = [  # (factory, options): the registry's small backbones, narrowe
     ("deeplabv2", {"backbone": "resnet_small", "num_classes": 3}),
     ("deeplabv2", {"backbone": "vgg16", "num_classes": 3, "width": 4}),
     ("deeplabv3", {"backbone": "resnet_small", **SMALL}),
+    ("deeplabv3", {"backbone": "mobilenetv2_small", "separable": True, "image_pooling": False, **SMALL}),
+    ("deeplabv3plus", {"backbone": "mobilenetv2_small", "image_pooling": False, **SMALL}),
     ("deeplabv3plus", {"backbone": "resnet_small", "width": 4, **SMALL}),
     ("deeplabv3plus", {"backbone": "mobilenetv2_small", **SMALL}),
     ("deeplabv3plus", {"backbone": "xception65", "width_mult": 1 / 32, "middle_units": 1, **SMALL}),

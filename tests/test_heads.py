@@ -28,6 +28,21 @@ def test_aspp_matches_reference(rates, separable):
     check_module(lambda lib: models(lib).ASPP(8, 6, rates, separable, dropout=0.0), (2, 8, 5, 7))
 
 
+@pytest.mark.parametrize("separable", [False, True])
+def test_aspp_without_image_pooling_matches_reference(separable):
+    check_module(lambda lib: models(lib).ASPP(8, 6, (2, 3, 4), separable, dropout=0.0, image_pooling=False),
+                 (2, 8, 5, 7))
+
+
+def test_aspp_without_image_pooling_has_four_branches_and_keeps_its_rates():
+    aspp = minidl.models.ASPP(4, 6, (6, 12, 18), image_pooling=False)
+    assert len(aspp.convs) == 4 and aspp.project[0].in_channels == 4 * 6
+    assert not any(isinstance(m, minidl.nn.AdaptiveAvgPool2d) for m in aspp.modules())
+    aspp.set_rates((12, 24, 36))
+    assert aspp.rates == (12, 24, 36)
+    aspp(minidl.randn(1, 4, 3, 3))  # no pooled branch, so a batch of one trains
+
+
 def test_aspp_dropout_is_identity_in_eval():
     check_module(lambda lib: models(lib).ASPP(4, 6, dropout=0.5), (1, 4, 3, 3), modes=("eval",))
 

@@ -50,6 +50,17 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, model):
     assert [r["loss"] for r in read_log(tmp_path / "whole")] == [r["loss"] for r in read_log(tmp_path / "resumed")]
 
 
+def test_model_options_reach_the_model_and_come_back_from_the_checkpoint(tmp_path):
+    from minidl.cli import load_trained
+
+    config = tiny(tmp_path, model="deeplabv3", iterations=1, model_options={"separable": True, "image_pooling": False})
+    model, _ = train(config)
+    assert len(model.aspp.convs) == 4 and isinstance(model.aspp.convs[1], minidl.nn.SeparableConv2d)
+    loaded, loaded_config, _, _ = load_trained(tmp_path / "checkpoint.npz")
+    assert loaded_config.model_options == {"separable": True, "image_pooling": False}
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+
+
 def test_v2_takes_the_loss_on_downsampled_labels():
     assert TrainConfig(model="deeplabv2").loss_on == "downsampled_labels"
     assert TrainConfig(model="deeplabv3").loss_on == "upsampled_logits"

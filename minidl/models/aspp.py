@@ -120,20 +120,24 @@ class ASPP(nn.Module):
     Five parallel branches of ``out_channels`` each: a 1×1 conv, three 3×3
     atrous convs at ``rates``, and image pooling, all with BN + ReLU;
     concatenated, projected by a 1×1 conv + BN + ReLU, then Dropout. With
-    ``separable=True`` the atrous branches are depthwise separable (v3+).
+    ``separable=True`` the atrous branches are depthwise separable (v3+);
+    ``image_pooling=False`` leaves out the pooled branch (v3's Table 3
+    ablation: what image-level context adds).
 
     Module names follow torchvision's ASPP (``convs.0`` … ``convs.4``,
     ``project``), so its dense variant loads torchvision's head weights.
     See ``ASPPPooling`` for why training needs batches of two or more.
     """
 
-    def __init__(self, in_channels, out_channels=256, rates=ASPP_RATES, separable=False, dropout=0.5):
+    def __init__(self, in_channels, out_channels=256, rates=ASPP_RATES, separable=False, dropout=0.5,
+                 image_pooling=True):
         super().__init__()
         self.convs = nn.ModuleList(
             [conv_bn_relu(in_channels, out_channels)]
             + [atrous_conv_bn_relu(in_channels, out_channels, rate, separable) for rate in rates]
-            + [ASPPPooling(in_channels, out_channels)]
+            + ([ASPPPooling(in_channels, out_channels)] if image_pooling else [])
         )
+        self.num_rates = len(rates)
         self.project = nn.Sequential(
             nn.Conv2d(out_channels * len(self.convs), out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -144,7 +148,7 @@ class ASPP(nn.Module):
 
     def _atrous_convs(self):
         # the 3×3 conv of each atrous branch: the first layer, or the depthwise conv of a separable one
-        for branch in self.convs[1:-1]:
+        for branch in self.convs[1:1 + self.num_rates]:
             yield branch.depthwise if isinstance(branch, nn.SeparableConv2d) else branch[0]
 
     @property

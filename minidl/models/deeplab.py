@@ -136,9 +136,11 @@ class DeepLabV3(_DeepLab):
     see minidl.models.torchvision_compat for that one.
     """
 
-    def __init__(self, make_backbone, num_classes=21, output_stride=16, head_channels=HEAD_CHANNELS, dropout=0.5):
+    def __init__(self, make_backbone, num_classes=21, output_stride=16, head_channels=HEAD_CHANNELS, dropout=0.5,
+                 separable=False, image_pooling=True):
         super().__init__(make_backbone, output_stride, num_classes)
-        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), dropout=dropout)
+        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout,
+                         image_pooling)
         self.classifier = nn.Conv2d(head_channels, num_classes, 1)
 
     def head(self, features):
@@ -153,9 +155,10 @@ class DeepLabV3Plus(_DeepLab):
     """
 
     def __init__(self, make_backbone, num_classes=21, output_stride=16, separable=True, head_channels=HEAD_CHANNELS,
-                 dropout=0.5):
+                 dropout=0.5, image_pooling=True):
         super().__init__(make_backbone, output_stride, num_classes)
-        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout)
+        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout,
+                         image_pooling)
         self.decoder = Decoder(self.backbone.low_level_channels, head_channels, num_classes,
                                low_level_out=low_level_width(head_channels),
                                channels=head_channels, separable=separable)
@@ -185,14 +188,18 @@ def deeplabv2(backbone="resnet101", num_classes=21, output_stride=8, **backbone_
 
 
 def deeplabv3(backbone="resnet101", num_classes=21, output_stride=16, multi_grid=None, head_channels=HEAD_CHANNELS,
-              dropout=0.5, **backbone_options):
-    """DeepLab v3 at output stride 16; ``multi_grid`` (ResNets only) defaults to the paper's (1, 2, 4)."""
+              dropout=0.5, separable=False, image_pooling=True, **backbone_options):
+    """DeepLab v3 at output stride 16; ``multi_grid`` (ResNets only) defaults to the paper's (1, 2, 4).
+
+    ``separable`` and ``image_pooling`` change the ASPP (see ``ASPP``): v3 with
+    v3+'s separable ASPP differs from v3+ only by the decoder.
+    """
     make = backbone_builder(backbone, "minidl", with_multi_grid(backbone, multi_grid, backbone_options))
-    return DeepLabV3(make, num_classes, output_stride, head_channels, dropout)
+    return DeepLabV3(make, num_classes, output_stride, head_channels, dropout, separable, image_pooling)
 
 
 def deeplabv3plus(backbone="xception65", num_classes=21, output_stride=16, separable=True,
-                  head_channels=HEAD_CHANNELS, dropout=0.5, **backbone_options):
+                  head_channels=HEAD_CHANNELS, dropout=0.5, image_pooling=True, **backbone_options):
     """DeepLab v3+ with aligned Xception-65 at output stride 16, separable ASPP and decoder."""
     make = backbone_builder(backbone, "minidl", backbone_options)
-    return DeepLabV3Plus(make, num_classes, output_stride, separable, head_channels, dropout)
+    return DeepLabV3Plus(make, num_classes, output_stride, separable, head_channels, dropout, image_pooling)

@@ -69,13 +69,15 @@ class ASPPPooling(nn.Sequential):
 class ASPP(nn.Module):
     """v3's ASPP: 1×1, three atrous 3×3 (dense or separable) and image pooling; concat, 1×1 projection, dropout."""
 
-    def __init__(self, in_channels, out_channels=256, rates=ASPP_RATES, separable=False, dropout=0.5):
+    def __init__(self, in_channels, out_channels=256, rates=ASPP_RATES, separable=False, dropout=0.5,
+                 image_pooling=True):
         super().__init__()
         self.convs = nn.ModuleList(
             [conv_bn_relu(in_channels, out_channels)]
             + [atrous_conv_bn_relu(in_channels, out_channels, rate, separable) for rate in rates]
-            + [ASPPPooling(in_channels, out_channels)]
+            + ([ASPPPooling(in_channels, out_channels)] if image_pooling else [])
         )
+        self.num_rates = len(rates)
         self.project = nn.Sequential(
             nn.Conv2d(out_channels * len(self.convs), out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -85,7 +87,7 @@ class ASPP(nn.Module):
         self.out_channels = out_channels
 
     def _atrous_convs(self):
-        for branch in self.convs[1:-1]:
+        for branch in self.convs[1:1 + self.num_rates]:
             yield branch.depthwise if isinstance(branch, SeparableConv2d) else branch[0]
 
     @property

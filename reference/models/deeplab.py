@@ -57,9 +57,11 @@ class DeepLabV2(_DeepLab):
 
 
 class DeepLabV3(_DeepLab):
-    def __init__(self, make_backbone, num_classes=21, output_stride=16, head_channels=HEAD_CHANNELS, dropout=0.5):
+    def __init__(self, make_backbone, num_classes=21, output_stride=16, head_channels=HEAD_CHANNELS, dropout=0.5,
+                 separable=False, image_pooling=True):
         super().__init__(make_backbone, output_stride, num_classes)
-        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), dropout=dropout)
+        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout,
+                         image_pooling)
         self.classifier = nn.Conv2d(head_channels, num_classes, 1)
 
     def head(self, features):
@@ -68,9 +70,10 @@ class DeepLabV3(_DeepLab):
 
 class DeepLabV3Plus(_DeepLab):
     def __init__(self, make_backbone, num_classes=21, output_stride=16, separable=True, head_channels=HEAD_CHANNELS,
-                 dropout=0.5):
+                 dropout=0.5, image_pooling=True):
         super().__init__(make_backbone, output_stride, num_classes)
-        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout)
+        self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout,
+                         image_pooling)
         self.decoder = Decoder(self.backbone.low_level_channels, head_channels, num_classes,
                                low_level_out=low_level_width(head_channels),
                                channels=head_channels, separable=separable)
@@ -84,12 +87,12 @@ def deeplabv2(backbone="resnet101", num_classes=21, output_stride=8, **backbone_
 
 
 def deeplabv3(backbone="resnet101", num_classes=21, output_stride=16, multi_grid=None, head_channels=HEAD_CHANNELS,
-              dropout=0.5, **backbone_options):
+              dropout=0.5, separable=False, image_pooling=True, **backbone_options):
     make = backbone_builder(backbone, "reference", with_multi_grid(backbone, multi_grid, backbone_options))
-    return DeepLabV3(make, num_classes, output_stride, head_channels, dropout)
+    return DeepLabV3(make, num_classes, output_stride, head_channels, dropout, separable, image_pooling)
 
 
 def deeplabv3plus(backbone="xception65", num_classes=21, output_stride=16, separable=True,
-                  head_channels=HEAD_CHANNELS, dropout=0.5, **backbone_options):
+                  head_channels=HEAD_CHANNELS, dropout=0.5, image_pooling=True, **backbone_options):
     make = backbone_builder(backbone, "reference", backbone_options)
-    return DeepLabV3Plus(make, num_classes, output_stride, separable, head_channels, dropout)
+    return DeepLabV3Plus(make, num_classes, output_stride, separable, head_channels, dropout, image_pooling)
