@@ -25,6 +25,7 @@ from pathlib import Path
 
 BOOK = Path(__file__).resolve().parent
 FAST_VARIABLE = "MINIDL_BOOK_FAST"
+RUNS_VARIABLE = "MINIDL_BOOK_RUNS"
 KERNEL_NAME = "minidl-book"
 
 
@@ -68,7 +69,11 @@ def this_python_kernel(fast):
         }))
         changes = {"JUPYTER_PATH": os.pathsep.join(filter(None, [data_dir, os.environ.get("JUPYTER_PATH")])),
                    "JUPYTER_RUNTIME_DIR": str(Path(data_dir, "runtime")),
-                   FAST_VARIABLE: "1" if fast else "0"}
+                   FAST_VARIABLE: "1" if fast else "0",
+                   # where chapters keep the models they train, for later chapters and re-runs to load;
+                   # fast-mode models are throwaway, so they never replace the normal-mode ones
+                   RUNS_VARIABLE: str(Path(data_dir, "runs")) if fast
+                   else os.environ.get(RUNS_VARIABLE) or str(BOOK.parent / "runs" / "book")}
         saved = {name: os.environ.get(name) for name in changes}
         os.environ.update(changes)
         try:

@@ -81,6 +81,21 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
+def cpu_recipe(model="deeplabv3plus", **changes):
+    """The settings that train a small DeepLab on the synthetic data in minutes on a CPU.
+
+    A MobileNetV2 ×0.35 backbone, a 64-channel head instead of the papers' 256,
+    batches of 8 crops of 97×97, and Adam (lr 2e-3, no weight decay) instead
+    of the papers' SGD: from scratch and this short, Adam reached a validation
+    mIoU of 0.33 after 400 iterations where SGD (lr 0.02, momentum 0.9) reached
+    0.22. The main job (``minidl run``) and the book's chapters train with it;
+    ``changes`` override any field (``iterations``, ``out``, ``model_options``…).
+    """
+    settings = dict(model=model, backbone="mobilenetv2_small", head_channels=64, batch_size=8, image_size=97,
+                    optimizer="adam", lr=2e-3, weight_decay=0.0)
+    return TrainConfig(**{**settings, **changes})
+
+
 # ---------------------------------------------------------------- building blocks
 def build_model(config):
     options = {} if config.model == "deeplabv2" else {"head_channels": config.head_channels}
@@ -234,6 +249,32 @@ def train(config, resume=False):
     return model, last_metrics
 
 
+# Settings that change where or how visibly a run happens, not what it computes.
+_INCIDENTAL = ("out", "device", "workers", "progress")
+
+
+def train_or_load(config):
+    """``train(config)``, unless ``config.out`` already holds a finished run with the same settings.
+
+    Then that run's model is loaded instead of trained again (and evaluated on
+    the validation set, for the metrics ``train`` would return). This is how the
+    book's chapters share models: the first chapter that needs one trains it,
+    later chapters and re-runs load it. A run with other settings, or one that
+    stopped early, is trained afresh.
+    """
+    path = _checkpoint_path(config.out)
+    if os.path.exists(path):
+        state = io.load(path)
+        wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in _INCIDENTAL}
+        saved = {k: v for k, v in state.get("config", {}).items() if k not in _INCIDENTAL}
+        if saved == wanted and int(state.get("iteration", -1)) == config.iterations:
+            model = build_model(config).to(config.device)
+            model.load_state_dict(state["model"])
+            _, val_set, stats = build_datasets(config)
+            return model, evaluate(model, val_set, stats, device=config.device)
+    return train(config)
+
+
 def _resume(config, model, optimizer, scheduler):
     path = _checkpoint_path(config.out)
     if not os.path.exists(path):
@@ -259,13 +300,11 @@ def _truncate_log(out, iteration):
 
 def plot_curves(out):
     """Loss and validation mIoU against iterations, as out/curves.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch inside a notebook
 
     records = read_log(out)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    left, right = fig.subplots(1, 2)
     left.plot([r["iteration"] for r in records], [r["loss"] for r in records], lw=0.8)
     left.set(xlabel="iteration", ylabel="training loss", title="loss", yscale="log")
     evaluated = [r for r in records if "miou" in r]
@@ -273,4 +312,3 @@ def plot_curves(out):
     right.set(xlabel="iteration", ylabel="validation mIoU", title="mIoU", ylim=(0, 1))
     fig.tight_layout()
     fig.savefig(os.path.join(out, "curves.png"), dpi=100)
-    plt.close(fig)

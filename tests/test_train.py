@@ -61,6 +61,19 @@ def test_model_options_reach_the_model_and_come_back_from_the_checkpoint(tmp_pat
     assert loaded.state_dict().keys() == model.state_dict().keys()
 
 
+def test_train_or_load_loads_a_finished_run_and_retrains_a_changed_one(tmp_path, monkeypatch):
+    first, metrics = training.train_or_load(tiny(tmp_path, iterations=3))
+    calls = []
+    monkeypatch.setattr(training, "train", lambda config: calls.append(config) or (None, None))
+    loaded, loaded_metrics = training.train_or_load(tiny(tmp_path, iterations=3, progress=True))
+    assert not calls and loaded_metrics["miou"] == metrics["miou"]
+    for (name, a), (_, b) in zip(first.state_dict().items(), loaded.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    training.train_or_load(tiny(tmp_path, iterations=3, lr=0.02))
+    training.train_or_load(tiny(tmp_path, iterations=4))
+    assert [(c.lr, c.iterations) for c in calls] == [(0.02, 3), (0.01, 4)]
+
+
 def test_v2_takes_the_loss_on_downsampled_labels():
     assert TrainConfig(model="deeplabv2").loss_on == "downsampled_labels"
     assert TrainConfig(model="deeplabv3").loss_on == "upsampled_logits"
