@@ -249,8 +249,9 @@ def train(config, resume=False):
     return model, last_metrics
 
 
-# Settings that change where or how visibly a run happens, not what it computes.
-_INCIDENTAL = ("out", "device", "workers", "progress")
+# Settings that change where or how visibly a run happens, not the weights it ends with (evaluation
+# runs in eval mode, where nothing draws random numbers).
+_INCIDENTAL = ("out", "device", "workers", "progress", "eval_every", "checkpoint_every")
 
 
 def train_or_load(config):

@@ -65,7 +65,7 @@ def test_train_or_load_loads_a_finished_run_and_retrains_a_changed_one(tmp_path,
     first, metrics = training.train_or_load(tiny(tmp_path, iterations=3))
     calls = []
     monkeypatch.setattr(training, "train", lambda config: calls.append(config) or (None, None))
-    loaded, loaded_metrics = training.train_or_load(tiny(tmp_path, iterations=3, progress=True))
+    loaded, loaded_metrics = training.train_or_load(tiny(tmp_path, iterations=3, progress=True, eval_every=1))
     assert not calls and loaded_metrics["miou"] == metrics["miou"]
     for (name, a), (_, b) in zip(first.state_dict().items(), loaded.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
