@@ -6,6 +6,7 @@ import minidl
 from minidl.metrics import (
     SegmentationMetrics,
     accuracy_per_class,
+    boundary_band,
     confusion_matrix,
     iou_per_class,
     mean_accuracy,
@@ -120,3 +121,35 @@ def test_accumulating_metrics():
     assert metrics.confusion_matrix.sum() == 0
     with pytest.raises(ValueError, match="num_classes must be a positive integer"):
         SegmentationMetrics(0)
+
+
+def test_boundary_band_by_hand():
+    target = np.zeros((6, 7), np.int64)
+    target[2:4, 2:5] = 1  # a 2×3 object
+    target[0, 6] = 255
+    band = boundary_band(target, 1)
+    expected = np.zeros((6, 7), bool)
+    expected[1:5, 2:5] = True  # above, inside and below the object's top and bottom edges
+    expected[2:4, 1:6] = True  # left and right of it
+    np.testing.assert_array_equal(band, expected)
+    wide = boundary_band(target, 2)
+    assert wide[0, 1] and wide[5, 5] and not wide[0, 6]  # grown by a pixel diagonally too; ignore stays out
+    assert not boundary_band(target, 5)[0, 6]
+    assert boundary_band(target, 5).sum() == 6 * 7 - 1
+
+
+def test_metrics_inside_a_mask_count_only_its_pixels():
+    target = np.array([[0, 0, 1, 1]])
+    pred = np.array([[1, 0, 1, 0]])
+    mask = np.array([[False, True, True, False]])
+    cm = SegmentationMetrics(2).update(pred, target, mask=mask).confusion_matrix
+    np.testing.assert_array_equal(cm, [[1, 0], [0, 1]])
+    with pytest.raises(ValueError, match=r"mask has shape \(4,\)"):
+        SegmentationMetrics(2).update(pred, target, mask=np.ones(4, bool))
+
+
+def test_boundary_band_errors():
+    with pytest.raises(ValueError, match="one label map"):
+        boundary_band(np.zeros((2, 3, 3), np.int64), 1)
+    with pytest.raises(ValueError, match="width must be at least 1"):
+        boundary_band(np.zeros((3, 3), np.int64), 0)
