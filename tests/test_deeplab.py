@@ -182,13 +182,13 @@ def test_v3_classifier_is_one_conv():
 
 def test_wrong_input_channels_named():
     model = tiny_model(minidl, "DeepLabV3")
-    with pytest.raises(ValueError, match=r"expects images of shape \(N, 3, H, W\), got \(2, 4, 33, 33\)"):
+    with pytest.raises(ValueError, match=r"images of shape \(N, 3, H, W\), got shape \(2, 4, 33, 33\) \(4 channels\)"):
         model(minidl.zeros(2, 4, 33, 33))
 
 
 def test_input_smaller_than_output_stride_named():
     model = tiny_model(minidl, "DeepLabV3Plus", output_stride=16)
-    with pytest.raises(ValueError, match=r"input \(33×15\) is smaller than the backbone's output stride 16"):
+    with pytest.raises(ValueError, match=r"input x is 33×15, smaller than the network's total stride 16"):
         model(minidl.zeros(2, 3, 33, 15))
 
 

@@ -22,7 +22,7 @@ import functools
 
 from minidl import kernels
 from minidl.backend import get_array_module
-from minidl.functional.convutils import output_size, pair
+from minidl.functional.convutils import output_size, pair, tap_positions
 from minidl.functional.shape import pad, squeeze, unsqueeze
 from minidl.tensor import Function
 
@@ -39,12 +39,6 @@ def loop_arguments(input_shape, kernel_size, stride, padding, dilation):
     """The scalars the compiled im2col/col2im loops take: kh, kw, sh, sw, ph, pw, dh, dw, H_out, W_out."""
     h_out, w_out = conv_output_hw(input_shape[2:], kernel_size, stride, padding, dilation, "im2col")
     return (*kernel_size, *stride, *padding, *dilation, h_out, w_out)
-
-
-def _tap_positions(tap, dilation, stride, out):
-    """The padded-input positions kernel tap ``tap`` reads along one axis: one per output position."""
-    start = tap * dilation
-    return slice(start, start + stride * (out - 1) + 1, stride)
 
 
 def im2col(x, kernel_size, stride, padding, dilation):
@@ -64,7 +58,7 @@ def im2col(x, kernel_size, stride, padding, dilation):
     cols = xp.empty((c, kh, kw, n, h_out, w_out), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            window = padded[:, :, _tap_positions(i, dh, sh, h_out), _tap_positions(j, dw, sw, w_out)]
+            window = padded[:, :, tap_positions(i, dh, sh, h_out), tap_positions(j, dw, sw, w_out)]
             cols[:, i, j] = window.transpose(1, 0, 2, 3)
     return cols.reshape(c * kh * kw, n * h_out * w_out)
 
@@ -85,7 +79,7 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     taps = cols.reshape(c, kh, kw, n, h_out, w_out)
     for i in range(kh):
         for j in range(kw):
-            window = (slice(None), slice(None), _tap_positions(i, dh, sh, h_out), _tap_positions(j, dw, sw, w_out))
+            window = (slice(None), slice(None), tap_positions(i, dh, sh, h_out), tap_positions(j, dw, sw, w_out))
             padded[window] += taps[:, i, j].transpose(1, 0, 2, 3)
     return padded[:, :, ph : ph + h, pw : pw + w]
 

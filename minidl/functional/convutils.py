@@ -17,6 +17,17 @@ def dilated_extent(kernel, dilation):
     return dilation * (kernel - 1) + 1
 
 
+def tap_positions(tap, dilation, stride, out):
+    """The padded-input positions kernel tap ``tap`` reads along one axis: one per output position.
+
+    Tap t of an output at position y reads y·stride + t·dilation, so over the
+    ``out`` outputs it reads one strided slice: what im2col copies, and what
+    the readable depthwise convolution multiplies, for each tap.
+    """
+    start = tap * dilation
+    return slice(start, start + stride * (out - 1) + 1, stride)
+
+
 def output_size(op, size, kernel, stride, padding, dilation, ceil_mode=False):
     """Output length along one axis; a ValueError naming the sizes when the kernel does not fit."""
     extent = dilated_extent(kernel, dilation)

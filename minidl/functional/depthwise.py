@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 from minidl import kernels
 from minidl.backend import get_array_module
-from minidl.functional.convutils import output_size
+from minidl.functional.convutils import output_size, tap_positions
 from minidl.tensor import Function
 
 __all__ = []  # conv2d(..., groups=in_channels) is the public entry
@@ -26,9 +26,7 @@ __all__ = []  # conv2d(..., groups=in_channels) is the public entry
 
 def _tap_slice(i, j, out_hw, stride, dilation):
     """Where tap (i, j) reads in the padded input, for every output pixel at once."""
-    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
-    rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
-    cols = slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)
+    rows, cols = (tap_positions(t, d, s, o) for t, d, s, o in zip((i, j), dilation, stride, out_hw))
     return (slice(None), slice(None), rows, cols)
 
 

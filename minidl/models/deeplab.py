@@ -17,7 +17,7 @@ import minidl
 import minidl.nn.functional as F
 from minidl import nn
 from minidl.models.aspp import ASPP, ASPP_RATES, ASPP_STRIDE, ASPP_V2_RATES, ASPP_V2_STRIDE, ASPPv2, scaled_rates
-from minidl.models.backbones import BACKBONES, build_backbone
+from minidl.models.backbones import BACKBONES, build_backbone, check_images
 from minidl.models.decoder import Decoder, low_level_width
 
 HEAD_CHANNELS = 256  # every v3/v3+ head branch, projection and decoder conv (v3 Sec. 3.3, v3+ Sec. 4.1)
@@ -99,19 +99,8 @@ class _DeepLab(nn.Module):
         self.aspp.set_rates(self.rates_at(output_stride))
         return self
 
-    def _check_images(self, images):
-        name = type(self).__name__
-        if images.ndim != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(f"{name} expects images of shape (N, {self.in_channels}, H, W), got {tuple(images.shape)}")
-        height, width = images.shape[2:]
-        if min(height, width) < self.output_stride:
-            raise ValueError(
-                f"{name}: the input ({height}×{width}) is smaller than the backbone's output stride "
-                f"{self.output_stride}; give images of at least {self.output_stride}×{self.output_stride}"
-            )
-
     def forward(self, images):
-        self._check_images(images)
+        check_images(images, self.in_channels, self.output_stride, type(self).__name__)
         scores = self.head(self.backbone(images))
         return F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
