@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import minidl
+from minidl.models.backbones import build_backbone
 
 
 class Const:
@@ -129,3 +130,28 @@ def check_module(make, input_shape, modes=("train", "eval"), steps=2, atol=1e-9,
             for name, b in ours.named_buffers():
                 np.testing.assert_allclose(b.data, t_buffers[name].numpy(), atol=atol, rtol=rtol,
                                            err_msg=f"buffer {name}, {where}")
+
+
+def package(lib):
+    return "minidl" if lib is minidl else "reference"
+
+
+def both_features(name, **options):
+    """``make(lib)`` for check_module: the backbone, its two outputs flattened into one tensor.
+
+    check_module compares one tensor; joining "low_level" and "out" checks both,
+    and backpropagates into both, in a single pass.
+    """
+    def make(lib):
+        class BothFeatures(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.backbone = build_backbone(name, package=package(lib), **options)
+
+            def forward(self, x):
+                features = self.backbone(x)
+                return lib.cat([features["low_level"].flatten(1), features["out"].flatten(1)], 1)
+
+        return BothFeatures()
+
+    return make

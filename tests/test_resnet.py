@@ -10,36 +10,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import check_module
+from helpers import both_features, check_module, package
 
 import minidl
 from minidl.models.backbones import build_backbone
 from minidl.models.resnet import resnet_small
-
-
-def package(lib):
-    return "minidl" if lib is minidl else "reference"
-
-
-def both_features(name, **options):
-    """``make(lib)`` for check_module: the backbone, its two outputs flattened into one tensor.
-
-    check_module compares one tensor; joining "low_level" and "out" checks both,
-    and backpropagates into both, in a single pass.
-    """
-    def make(lib):
-        class BothFeatures(lib.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.backbone = build_backbone(name, package=package(lib), **options)
-
-            def forward(self, x):
-                features = self.backbone(x)
-                return lib.cat([features["low_level"].flatten(1), features["out"].flatten(1)], 1)
-
-        return BothFeatures()
-
-    return make
 
 
 GRID = [

@@ -10,8 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import Values, check_module, check_op
-from test_resnet import both_features, package
+from helpers import Values, both_features, check_module, check_op, package
 
 import minidl
 from minidl.models.backbones import build_backbone
