@@ -25,10 +25,9 @@ so the loss is taken at full resolution.
 """
 from collections import OrderedDict
 
-import minidl
 from minidl import nn
 from minidl.nn import functional as F
-from minidl.models.aspp import ASPPPooling  # torchvision's ASPPPooling, module for module
+from minidl.models.aspp import ASPP  # v3's dense ASPP: torchvision's, module for module and key for key
 from minidl.models.backbones import check_images
 from minidl.models.resnet import resnet50, resnet101
 
@@ -65,43 +64,12 @@ class IntermediateLayerGetter(nn.ModuleDict):
         return out
 
 
-class ASPPConv(nn.Sequential):
-    """A 3×3 atrous conv at rate ``dilation`` (padded by it, so the size is kept), BN, ReLU."""
-
-    def __init__(self, in_channels, out_channels, dilation):
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(),
-        )
-
-
-class ASPP(nn.Module):
-    """torchvision's ASPP: 1×1 conv, one ASPPConv per rate, image pooling; concatenated, projected to 256, dropout."""
-
-    def __init__(self, in_channels, atrous_rates, out_channels=256):
-        super().__init__()
-        one_by_one = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                   nn.BatchNorm2d(out_channels), nn.ReLU())
-        atrous = [ASPPConv(in_channels, out_channels, rate) for rate in atrous_rates]
-        self.convs = nn.ModuleList([one_by_one, *atrous, ASPPPooling(in_channels, out_channels)])
-        self.project = nn.Sequential(
-            nn.Conv2d(len(self.convs) * out_channels, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-        )
-
-    def forward(self, x):
-        return self.project(minidl.cat([conv(x) for conv in self.convs], 1))
-
-
 class DeepLabHead(nn.Sequential):
     """ASPP, then a 3×3 conv + BN + ReLU, then the 1×1 classifier (with bias) to ``num_classes`` scores."""
 
     def __init__(self, in_channels, num_classes, atrous_rates=ASPP_RATES):
         super().__init__(
-            ASPP(in_channels, atrous_rates),
+            ASPP(in_channels, 256, atrous_rates),
             nn.Conv2d(256, 256, 3, padding=1, bias=False),
             nn.BatchNorm2d(256),
             nn.ReLU(),
