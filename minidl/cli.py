@@ -119,8 +119,8 @@ def predict_image(model, stats, path, scales=(1.0,), flip=False, crf=False, devi
     chw = image.transpose(2, 0, 1).astype(np.float32) / 255
     normalised, _ = eval_transform(*(s for s in stats if s is not None))(chw, np.zeros(image.shape[:2], np.int64),
                                                                          np.random.default_rng(0))
-    probs = multi_scale_predict(model, minidl.tensor(normalised[None], device=device), scales=scales, flip=flip,
-                                stride=model.output_stride).numpy()[0]
+    batch = minidl.tensor(normalised[None], device=device)
+    probs = multi_scale_predict(model, batch, scales=scales, flip=flip).numpy()[0]
     if crf:
         from minidl.train import crf_options_for
 
@@ -144,8 +144,7 @@ def prediction_figure(model, val_set, stats, path, count=4, device="cpu"):
     for row in range(count):
         image, label = val_set[row]
         normalised, _ = transform(image, label, np.random.default_rng(0))
-        probs = multi_scale_predict(model, minidl.tensor(normalised[None], device=device),
-                                    stride=model.output_stride).numpy()[0]
+        probs = multi_scale_predict(model, minidl.tensor(normalised[None], device=device)).numpy()[0]
         refined = dense_crf(_to_uint8(image), probs, **crf_options_for(*label.shape))
         panels = [_to_uint8(image), colorize(label), colorize(probs.argmax(0)), colorize(refined.argmax(0))]
         for ax, panel, title in zip(axes[row], panels, ["image", "ground truth", "prediction", "+ CRF"]):
@@ -162,7 +161,9 @@ def main_job(iterations, out, device="cpu", backbone="mobilenetv2_small", seed=0
     refinement adds: multi-scale + flip inference, then the CRF."""
     from minidl.train import build_datasets, cpu_recipe, evaluate, train
 
-    config = cpu_recipe(iterations=iterations, out=out, device=device, backbone=backbone, seed=seed,
+    # lr 4e-3 rather than the recipe's 2e-3: at 600 iterations it reached 0.393 validation mIoU against 0.348
+    # (8e-3: 0.399). The book's runs were trained with the recipe as it stands, so the recipe keeps 2e-3.
+    config = cpu_recipe(iterations=iterations, out=out, device=device, backbone=backbone, seed=seed, lr=4e-3,
                         eval_every=max(1, iterations // 4), checkpoint_every=max(1, iterations // 4))
     print(f"minidl: training DeepLab v3+ ({backbone}) on the synthetic data for {iterations} iterations -> {out}")
     start = time.perf_counter()

@@ -164,7 +164,9 @@ def evaluate(model, dataset, stats, scales=(1.0,), flip=False, crf=False, device
         image, label = dataset[index]
         normalised, _ = transform(image, label, np.random.default_rng(0))
         batch = minidl.tensor(normalised[None], device=device)
-        probs = multi_scale_predict(model, batch, scales=scales, flip=flip, fusion=fusion, stride=model.output_stride)
+        # the image as it is, not padded to a multiple of the output stride: training crops are not padded, and
+        # padding moves every score cell (by up to a stride at the far corner) away from where the model learnt it
+        probs = multi_scale_predict(model, batch, scales=scales, flip=flip, fusion=fusion)
         probs = probs.numpy()[0]
         if crf:
             options = crf_options_for(*label.shape) if crf_options is None else crf_options

@@ -130,3 +130,20 @@ def test_command_line_errors_name_the_file(tmp_path, capsys):
     train(tiny(tmp_path / "run", iterations=1, eval_every=1, checkpoint_every=1))
     assert main(["predict", str(tmp_path / "run" / "checkpoint.npz"), str(not_an_image)]) == 1
     assert "notes.txt" in capsys.readouterr().err
+
+
+def test_evaluation_sees_the_images_as_training_did(tmp_path):
+    """Unpadded: padding 33×33 to 48 (OS 16) would move every score cell away from where it was trained."""
+    from minidl.data import eval_transform
+    from minidl.inference import predict
+    from minidl.metrics import SegmentationMetrics
+
+    config = tiny(tmp_path, iterations=2)
+    model, metrics = train(config)
+    _, val_set, stats = training.build_datasets(config)
+    expected = SegmentationMetrics(config.num_classes)
+    for image, label in (val_set[i] for i in range(len(val_set))):
+        normalised, _ = eval_transform(*stats)(image, label, np.random.default_rng(0))
+        with minidl.no_grad():
+            expected.update(predict(model.eval(), normalised[None]).numpy()[0].argmax(0), label)
+    np.testing.assert_array_equal(metrics["confusion_matrix"], expected.compute()["confusion_matrix"])
