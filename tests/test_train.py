@@ -138,12 +138,18 @@ def test_evaluation_sees_the_images_as_training_did(tmp_path):
     from minidl.inference import predict
     from minidl.metrics import SegmentationMetrics
 
-    config = tiny(tmp_path, iterations=2)
-    model, metrics = train(config)
+    config = tiny(tmp_path, val_size=4)
+    minidl.manual_seed(1)
+    model = training.build_model(config).eval()
+    for parameter in model.parameters():  # random weights big enough that the predicted classes vary in space
+        parameter.data[...] = np.random.default_rng(0).standard_normal(parameter.shape)
     _, val_set, stats = training.build_datasets(config)
-    expected = SegmentationMetrics(config.num_classes)
+    unpadded, padded = SegmentationMetrics(config.num_classes), SegmentationMetrics(config.num_classes)
     for image, label in (val_set[i] for i in range(len(val_set))):
         normalised, _ = eval_transform(*stats)(image, label, np.random.default_rng(0))
         with minidl.no_grad():
-            expected.update(predict(model.eval(), normalised[None]).numpy()[0].argmax(0), label)
-    np.testing.assert_array_equal(metrics["confusion_matrix"], expected.compute()["confusion_matrix"])
+            unpadded.update(predict(model, normalised[None]).numpy()[0].argmax(0), label)
+            padded.update(predict(model, normalised[None], stride=16).numpy()[0].argmax(0), label)
+    cm = training.evaluate(model, val_set, stats)["confusion_matrix"]
+    np.testing.assert_array_equal(cm, unpadded.compute()["confusion_matrix"])
+    assert not np.array_equal(cm, padded.compute()["confusion_matrix"])  # the two geometries do differ here
