@@ -24,7 +24,11 @@ def predict(model, images, stride=None):
 
     With ``stride`` the images are first padded at the bottom and right to a
     multiple of it (DeepLab's networks see whole strides), and the logits are
-    cropped back, so any image size works and padding never shifts pixels.
+    cropped back. The pixels stay in place, but the coarse score grid is
+    upsampled over the padded size, so its cells land up to a stride further
+    down and right than on the unpadded image: use it for a model trained on
+    padded inputs. A model trained on unpadded crops (``minidl.train``) is
+    evaluated without it.
     """
     images = images if isinstance(images, Tensor) else minidl.tensor(images)
     if images.ndim != 4:

@@ -170,8 +170,9 @@ class SegmentationMetrics:
         if mask is not None:
             pred, target = _as_numpy(pred), _as_numpy(target)
             mask = np.asarray(_as_numpy(mask), bool)
-            if mask.shape != target.shape:
-                raise ValueError(f"update: mask has shape {mask.shape}, target has shape {target.shape}")
+            if not mask.shape == pred.shape == target.shape:
+                raise ValueError(f"update: mask has shape {mask.shape}, pred {pred.shape}, target {target.shape}; "
+                                 "all three must match")
             pred, target = pred[mask], target[mask]
         self.confusion_matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         return self

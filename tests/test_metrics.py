@@ -146,6 +146,8 @@ def test_metrics_inside_a_mask_count_only_its_pixels():
     np.testing.assert_array_equal(cm, [[1, 0], [0, 1]])
     with pytest.raises(ValueError, match=r"mask has shape \(4,\)"):
         SegmentationMetrics(2).update(pred, target, mask=np.ones(4, bool))
+    with pytest.raises(ValueError, match=r"pred \(1, 3\), target \(1, 4\)"):
+        SegmentationMetrics(2).update(pred[:, :3], target, mask=mask)
 
 
 def test_boundary_band_errors():
