@@ -43,6 +43,7 @@ class TrainConfig:
     train_size: int = 2000  # synthetic items in the training split
     val_size: int = 100
     image_size: int = 97  # synthetic images, and the training crop
+    random_scale: tuple = (0.5, 2.0)  # the papers' range of random rescaling; (1, 1) trains at the images' own scale
     batch_size: int = 8
     iterations: int = 1000
     optimizer: str = "sgd"  # sgd | adam
@@ -68,6 +69,9 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not (self.data == "synthetic" or self.data.startswith("voc:")):
             raise ValueError(f"data must be 'synthetic' or 'voc:PATH', got {self.data!r}")
+        self.random_scale = tuple(float(s) for s in self.random_scale)  # a list, when read back from JSON
+        if len(self.random_scale) != 2 or not 0 < self.random_scale[0] <= self.random_scale[1]:
+            raise ValueError(f"random_scale must be (low, high) with 0 < low <= high, got {self.random_scale}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError(f"iterations and batch_size must be positive, got {self.iterations}, {self.batch_size}")
         if not self.loss_on:
@@ -88,9 +92,10 @@ def cpu_recipe(model="deeplabv3plus", **changes):
     batches of 8 crops of 97×97, and Adam (lr 2e-3, no weight decay) instead
     of the papers' SGD: from scratch and this short, Adam reached a validation
     mIoU of 0.33 after 400 iterations where SGD (lr 0.02, momentum 0.9) reached
-    0.22. The book's chapters train with it, and the main job (``minidl run``)
-    with it at lr 4e-3, which later tuning found better (see ``cli.main_job``);
-    ``changes`` override any field (``iterations``, ``out``, ``model_options``…).
+    0.22. The book's chapters train with it; the main job (``minidl run``) changes
+    the backbone, the random rescaling and the lr, as later tuning found better
+    (see ``cli.main_job``). ``changes`` override any field (``iterations``,
+    ``out``, ``model_options``…).
     """
     settings = dict(model=model, backbone="mobilenetv2_small", head_channels=64, batch_size=8, image_size=97,
                     optimizer="adam", lr=2e-3, weight_decay=0.0)
@@ -121,7 +126,8 @@ def build_datasets(config):
 
 def build_loader(config, dataset, stats):
     mean, std = stats
-    transform = train_transform(config.image_size, *(s for s in (mean, std) if s is not None))
+    scale = None if config.random_scale == (1.0, 1.0) else config.random_scale
+    transform = train_transform(config.image_size, *(s for s in (mean, std) if s is not None), scale=scale)
     return DataLoader(dataset, config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
                       num_workers=config.workers, transform=transform, device=config.device)
 
@@ -272,14 +278,21 @@ def train_or_load(config):
     path = _checkpoint_path(config.out)
     if os.path.exists(path):
         state = io.load(path)
-        wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in _INCIDENTAL}
-        saved = {k: v for k, v in state.get("config", {}).items() if k not in _INCIDENTAL}
+        wanted = {k: v for k, v in _as_json(config).items() if k not in _INCIDENTAL}
+        defaults = _as_json(TrainConfig())
+        # a field added since the run was saved reads as its default, the value the run was trained with
+        saved = {k: v for k, v in _as_json({**defaults, **state.get("config", {})}).items() if k not in _INCIDENTAL}
         if saved == wanted and int(state.get("iteration", -1)) == config.iterations:
             model = build_model(config).to(config.device)
             model.load_state_dict(state["model"])
             _, val_set, stats = build_datasets(config)
             return model, evaluate(model, val_set, stats, device=config.device)
     return train(config)
+
+
+def _as_json(config):
+    """A config (or its fields as a dict) with plain JSON values, so that a tuple and a list compare equal."""
+    return json.loads(json.dumps(config if isinstance(config, dict) else dataclasses.asdict(config)))
 
 
 def _resume(config, model, optimizer, scheduler):

@@ -74,6 +74,28 @@ def test_train_or_load_loads_a_finished_run_and_retrains_a_changed_one(tmp_path,
     assert [(c.lr, c.iterations) for c in calls] == [(0.02, 3), (0.01, 4)]
 
 
+def test_train_or_load_reads_a_field_missing_from_an_older_checkpoint_as_its_default(tmp_path, monkeypatch):
+    training.train_or_load(tiny(tmp_path, iterations=3))
+    state = io.load(tmp_path / "checkpoint.npz")
+    del state["config"]["random_scale"]  # as saved before the field existed
+    io.save(state, tmp_path / "checkpoint.npz")
+    calls = []
+    monkeypatch.setattr(training, "train", lambda config: calls.append(config) or (None, None))
+    training.train_or_load(tiny(tmp_path, iterations=3))
+    assert not calls
+    training.train_or_load(tiny(tmp_path, iterations=3, random_scale=(1, 1)))
+    assert [c.random_scale for c in calls] == [(1.0, 1.0)]
+
+
+def test_random_scale_one_trains_on_the_images_as_they_are(tmp_path):
+    config = tiny(tmp_path, random_scale=(1, 1), batch_size=4, train_size=4)
+    train_set, _, stats = training.build_datasets(config)
+    _, labels = next(training.build_loader(config, train_set, stats).batches(0))
+    originals = [train_set[i][1] for i in range(len(train_set))]
+    for label in labels.numpy():  # each one a whole item, maybe mirrored: not rescaled, not cropped
+        assert any(np.array_equal(label, o) or np.array_equal(label, o[:, ::-1]) for o in originals)
+
+
 def test_v2_takes_the_loss_on_downsampled_labels():
     assert TrainConfig(model="deeplabv2").loss_on == "downsampled_labels"
     assert TrainConfig(model="deeplabv3").loss_on == "upsampled_logits"
@@ -104,6 +126,8 @@ def test_bad_settings_are_named():
         TrainConfig(model="deeplabv4")
     with pytest.raises(ValueError, match="data must be 'synthetic' or 'voc:PATH'"):
         TrainConfig(data="imagenet")
+    with pytest.raises(ValueError, match="random_scale"):
+        TrainConfig(random_scale=(2.0, 0.5))
 
 
 def test_command_line_train_eval_predict(tmp_path, capsys):
