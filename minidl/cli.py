@@ -137,7 +137,8 @@ def predict_image(model, stats, path, scales=(1.0,), flip=False, crf=False, devi
 
 # ---------------------------------------------------------------- the main job
 def prediction_figure(model, val_set, stats, path, count=4, device="cpu"):
-    """Image, ground truth, prediction and prediction + CRF for the first ``count`` validation images."""
+    """Image, ground truth, prediction and prediction + CRF for the first ``count`` validation images (or all
+    of them, when there are fewer)."""
     from matplotlib.figure import Figure  # not pyplot: no global backend switch inside a notebook
 
     from minidl.crf import dense_crf
@@ -146,8 +147,9 @@ def prediction_figure(model, val_set, stats, path, count=4, device="cpu"):
     from minidl.train import _to_uint8, crf_options_for
 
     transform = eval_transform(*(s for s in stats if s is not None))
+    count = min(count, len(val_set))
     fig = Figure(figsize=(10, 2.6 * count))
-    axes = fig.subplots(count, 4)
+    axes = fig.subplots(count, 4, squeeze=False)
     for row in range(count):
         image, label = val_set[row]
         normalised, _ = transform(image, label, np.random.default_rng(0))

@@ -177,3 +177,17 @@ def test_evaluation_sees_the_images_as_training_did(tmp_path):
     cm = training.evaluate(model, val_set, stats)["confusion_matrix"]
     np.testing.assert_array_equal(cm, unpadded.compute()["confusion_matrix"])
     assert not np.array_equal(cm, padded.compute()["confusion_matrix"])  # the two geometries do differ here
+
+
+def test_main_job_trains_evaluates_three_ways_and_writes_its_run_folder(tmp_path, monkeypatch, capsys):
+    recipe = training.cpu_recipe
+    small = dict(train_size=16, val_size=2, image_size=33, head_channels=16)
+    monkeypatch.setattr(training, "cpu_recipe", lambda *a, **changes: recipe(*a, **{**changes, **small}))
+    assert main(["run", "--iters", "2", "--out", str(tmp_path)]) == 0
+    for name in ("checkpoint.npz", "metrics.jsonl", "curves.png", "predictions.png", "results.json"):
+        assert os.path.exists(tmp_path / name), name
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [k for k in results if "scale" in k] == ["single scale", "multi-scale + flip", "multi-scale + flip + CRF"]
+    config = io.load(tmp_path / "checkpoint.npz")["config"]
+    assert (config["backbone"], config["batch_size"], tuple(config["random_scale"])) == ("resnet_small", 16, (1, 1))
+    assert "multi-scale + flip + CRF" in capsys.readouterr().out
