@@ -133,9 +133,11 @@ def test_bad_settings_are_named():
 def test_command_line_train_eval_predict(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--backbone", "resnet_small", "--iters", "2", "--batch-size", "2", "--crop-size", "33",
-                 "--head-channels", "16", "--eval-every", "2", "--checkpoint-every", "2", "--out", str(out)]) == 0
+                 "--head-channels", "16", "--eval-every", "2", "--checkpoint-every", "2", "--random-scale", "0.75,1.5",
+                 "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["iterations"] == 2 and config["backbone"] == "resnet_small"
+    assert config["random_scale"] == [0.75, 1.5]
     checkpoint = str(out / "checkpoint.npz")
     assert main(["eval", checkpoint, "--scales", "0.75,1", "--flip", "--crf"]) == 0
     assert "mIoU" in capsys.readouterr().out
@@ -144,6 +146,12 @@ def test_command_line_train_eval_predict(tmp_path, capsys):
     assert main(["predict", checkpoint, str(photo), "--crf"]) == 0
     overlay = Image.open(tmp_path / "photo_segmentation.png")
     assert overlay.size == (50, 40)
+
+
+def test_command_line_rejects_a_backwards_scale_range(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--random-scale", "2,0.5"])
+    assert "--random-scale: takes LOW,HIGH with LOW <= HIGH, got '2,0.5'" in capsys.readouterr().err
 
 
 def test_command_line_errors_name_the_file(tmp_path, capsys):
