@@ -40,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--output-stride", type=int, default=16)
     p.add_argument("--random-scale", default="0.5,2", help="LOW,HIGH")
     p.add_argument("--model-options", default="{}", help="JSON: more keywords for the model's factory")
+    p.add_argument("--train-size", type=int, default=2000, help="synthetic training items")
     p.add_argument("--eval-every", type=int, default=500)
     return p.parse_args(argv)
 
@@ -63,6 +64,7 @@ def main(argv=None):
     config = cpu_recipe(args.model, backbone=args.backbone, iterations=args.iters, lr=args.lr,
                         batch_size=args.batch_size, head_channels=args.head_channels,
                         output_stride=args.output_stride, model_options=json.loads(args.model_options),
+                        train_size=args.train_size,
                         random_scale=tuple(float(s) for s in args.random_scale.split(",")))
     train_set, val_set, stats = build_datasets(config)
     torch.manual_seed(config.seed)

@@ -1,4 +1,6 @@
 """batch_norm against PyTorch: outputs, input/weight/bias gradients, running statistics, errors."""
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,13 @@ import minidl
 import minidl.nn.functional as F
 
 SHAPES = [(6, 3), (4, 3, 5), (2, 3, 4, 5), (1, 3, 2, 3), (5, 1, 2, 2)]
+
+
+@pytest.fixture(autouse=True, params=["kernels", "readable"])
+def implementation(request):
+    """Every test runs twice: through the compiled CPU kernels and through the readable array code."""
+    with contextlib.nullcontext() if request.param == "kernels" else minidl.kernels.disabled():
+        yield request.param
 
 
 def _running(channels, seed=1):
@@ -64,6 +73,28 @@ def test_inside_a_larger_graph():
         [(3, 2, 3, 3), *_running(2), (2,), (2,)],
         lambda lib, x, m, v, w, b: lib.nn.functional.batch_norm(x * x, m, v, w, b, True).tanh().sum(1),
     )
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-4), (np.float64, 1e-10)])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_large_input_far_from_zero(dtype, tol, training):
+    # enough values for the kernels' threads, and a mean 100x the spread: var = E[x²] - E[x]² would cancel
+    rng = np.random.default_rng(0)
+    x = rng.normal(300, 3, (8, 16, 33, 33)).astype(dtype)
+    mean, var = rng.normal(300, 1, 16), rng.uniform(5, 10, 16)
+    weight, bias, upstream = rng.normal(1, 0.2, 16), rng.normal(0, 1, 16), rng.normal(0, 1, x.shape)
+    grads = {}
+    for lib, make in ((minidl, minidl.tensor), (torch, torch.tensor)):
+        inputs = [make(a.astype(dtype), requires_grad=True) for a in (x, weight, bias)]
+        out = lib.nn.functional.batch_norm(inputs[0], make(mean.astype(dtype)), make(var.astype(dtype)), *inputs[1:],
+                                           training)
+        (out * make(upstream.astype(dtype))).sum().backward()
+        grads[lib] = [out.data if lib is minidl else out.detach().numpy()] + [
+            t.grad.data if lib is minidl else t.grad.numpy() for t in inputs]
+    for mine, theirs in zip(grads[minidl], grads[torch]):
+        assert mine.dtype == dtype
+        scale = np.abs(theirs).max()
+        np.testing.assert_allclose(mine, theirs, rtol=tol, atol=tol * scale)
 
 
 # ---------------------------------------------------------------- running statistics, updated in place

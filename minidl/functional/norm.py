@@ -16,7 +16,9 @@ running = (1 - momentum)·running + momentum·batch, where the variance fed in
 is the unbiased one (divided by m - 1), as PyTorch does.
 """
 import math
+from types import SimpleNamespace
 
+from minidl import kernels
 from minidl.backend import get_array_module
 from minidl.tensor import Function, Tensor
 
@@ -38,13 +40,48 @@ def _update_running(running, batch_value, momentum):
     running += momentum * batch_value
 
 
+# The four steps, in readable array code; minidl.kernels.cpu.norm compiles the same steps for NumPy arrays.
+def _statistics_numpy(x):
+    """Per channel: the batch mean and the biased variance."""
+    axes = _channel_axes(x)
+    return x.mean(axis=axes), x.var(axis=axes)
+
+
+def _normalize_numpy(x, scale, shift):
+    """x·scale + shift per channel: γ·(x - μ)/σ + β as one multiply-add per element, as PyTorch computes it."""
+    return x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim)
+
+
+def _grad_sums_numpy(g, x, mean):
+    """Per channel: Σ g and Σ g·(x - μ)."""
+    axes = _channel_axes(x)
+    return g.sum(axis=axes), (g * (x - _per_channel(mean, x.ndim))).sum(axis=axes)
+
+
+def _grad_input_numpy(g, x, mean, invstd, scale, sum_g, sum_g_centred):
+    """(g - mean(g) - x̂·mean(g·x̂))·scale with x̂ = (x - μ)·invstd and Σ g·x̂ = invstd·Σ g·(x - μ)."""
+    count, ndim = g.size // g.shape[1], g.ndim
+    x_hat = (x - _per_channel(mean, ndim)) * _per_channel(invstd, ndim)
+    mean_g_x_hat = sum_g_centred * invstd / count
+    centred = g - _per_channel(sum_g / count, ndim) - x_hat * _per_channel(mean_g_x_hat, ndim)
+    return centred * _per_channel(scale, ndim)
+
+
+_READABLE = SimpleNamespace(statistics=_statistics_numpy, normalize=_normalize_numpy, grad_sums=_grad_sums_numpy,
+                            grad_input=_grad_input_numpy)
+
+
+def _implementation(x):
+    """The compiled kernels for x's device, or the readable NumPy/CuPy code."""
+    return kernels.for_array(x, "norm") or _READABLE
+
+
 class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        xp = get_array_module(x)
-        axes = _channel_axes(x)
+        xp, steps = get_array_module(x), _implementation(x)
         if training:
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            mean, var = steps.statistics(x)
             if running_mean is not None:
                 count = x.size // x.shape[1]
                 _update_running(running_mean, mean, momentum)
@@ -56,27 +93,21 @@ class BatchNorm(Function):
         shift = -mean * scale if bias is None else bias - mean * scale
         # x̂ is recomputed in backward from x, which the graph keeps alive anyway: no extra copy is held
         ctx.save_for_backward(x, mean, invstd, scale)
-        ctx.training, ctx.axes = training, axes
-        # γ·(x - μ)/σ + β as one multiply-add per element, as PyTorch computes it
-        return x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim)
+        ctx.training = training
+        return steps.normalize(x, scale, shift)
 
     @staticmethod
     def backward(ctx, g):
         x, mean, invstd, scale = ctx.saved
-        axes, ndim = ctx.axes, x.ndim
+        steps = _implementation(g)
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad
-        sum_g = g.sum(axis=axes)
-        dx = sum_g_x_hat = None
-        if ctx.training or needs_weight:
-            x_hat = (x - _per_channel(mean, ndim)) * _per_channel(invstd, ndim)
-            sum_g_x_hat = (g * x_hat).sum(axis=axes)
+        sum_g, sum_g_centred = steps.grad_sums(g, x, mean)
+        dx = None
         if needs_x and ctx.training:
-            count = g.size // g.shape[1]
-            centred = g - _per_channel(sum_g / count, ndim) - x_hat * _per_channel(sum_g_x_hat / count, ndim)
-            dx = centred * _per_channel(scale, ndim)
+            dx = steps.grad_input(g, x, mean, invstd, scale, sum_g, sum_g_centred)
         elif needs_x:  # the statistics are constants: only the scaling remains
-            dx = g * _per_channel(scale, ndim)
-        return dx, sum_g_x_hat if needs_weight else None, sum_g if needs_bias else None
+            dx = steps.normalize(g, scale, 0 * scale)
+        return dx, sum_g_centred * invstd if needs_weight else None, sum_g if needs_bias else None
 
 
 def _array(v):

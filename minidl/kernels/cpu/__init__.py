@@ -1,8 +1,16 @@
 """Numba CPU kernels (``numba.njit``) on NumPy arrays, one module per op family, and thread rules."""
 import contextlib
 import functools
+import os
 
-import numba
+# Numba's thread pool is OpenMP's here. By default an idle OpenMP thread spins for a while before
+# sleeping, and on 2 cores it spins on the core that OpenBLAS's thread needs for the next matrix
+# product (and the other way round): a training step of the main job took 0.34 s with spinning
+# threads and 0.17-0.19 s without (benchmarks/RESULTS.md, session 4). OpenMP reads this when its
+# library loads, at the first parallel kernel; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
 
 # Below this many loop steps, waking Numba's worker threads costs more than the loop itself
 # (milliseconds instead of microseconds on a busy machine), so such calls run on one thread.
