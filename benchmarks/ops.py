@@ -44,6 +44,9 @@ CASES = [
      lambda lib, x: lib.nn.functional.interpolate(x, size=(129, 129), mode="bilinear", align_corners=False)),
     ("batch norm (train), 256 ch, 33x33, N=4", "norm", None, [(4, 256, 33, 33), (256,), (256,)],
      lambda lib, x, w, b: lib.nn.functional.batch_norm(x, None, None, w, b, training=True)),
+    ("batch norm (train), 64 ch, 25x25, N=16 (the main job's decoder)", "norm", None,
+     [(16, 64, 25, 25), (64,), (64,)],
+     lambda lib, x, w, b: lib.nn.functional.batch_norm(x, None, None, w, b, training=True)),
     ("max pool 3x3 stride 2, 64 ch, 129x129, N=4", "pool", None, [(4, 64, 129, 129)],
      lambda lib, x: lib.nn.functional.max_pool2d(x, 3, 2, 1)),
 ]

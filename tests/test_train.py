@@ -134,10 +134,10 @@ def test_command_line_train_eval_predict(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--backbone", "resnet_small", "--iters", "2", "--batch-size", "2", "--crop-size", "33",
                  "--head-channels", "16", "--eval-every", "2", "--checkpoint-every", "2", "--random-scale", "0.75,1.5",
-                 "--out", str(out)]) == 0
+                 "--train-size", "50", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["iterations"] == 2 and config["backbone"] == "resnet_small"
-    assert config["random_scale"] == [0.75, 1.5]
+    assert config["random_scale"] == [0.75, 1.5] and config["train_size"] == 50
     checkpoint = str(out / "checkpoint.npz")
     assert main(["eval", checkpoint, "--scales", "0.75,1", "--flip", "--crf"]) == 0
     assert "mIoU" in capsys.readouterr().out
