@@ -159,9 +159,10 @@ GEOMETRIES = [
     ((3, 3), ((2, 2), (1, 1), (1, 1))),
     ((2, 3), ((3, 1), (3, 0), (2, 4))),
     ((5, 1), ((1, 3), (0, 2), (1, 1))),
-    # stride 1, the whole-plane loops: no padding, padding past every tap (most taps read only zeros), uneven
+    # stride 1, the whole-plane loops: no padding, padding past every tap, uneven
     ((3, 3), ((1, 1), (0, 0), (1, 1))),
     ((3, 3), ((1, 1), (12, 12), (12, 12))),
+    ((3, 3), ((1, 1), (20, 20), (20, 20))),  # on 21×18, the side taps read only padding (ASPP on a small map)
     ((2, 3), ((1, 1), (1, 0), (3, 2))),
     ((1, 1), ((1, 1), (0, 0), (1, 1))),
 ]

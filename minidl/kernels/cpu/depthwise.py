@@ -180,6 +180,15 @@ def _widen(plane, pitch, wide):
         wide[p * pitch : p * pitch + out_width] = plane[p]
 
 
+@numba.njit(cache=True, inline="always")
+def _reads_input(i, j, ph, pw, dh, dw, in_shape, out_shape):
+    """Whether tap (i, j) reads any input pixel, not only padding (at ASPP's large rates on small maps,
+    most taps do not)."""
+    rows = _valid_outputs(i * dh - ph, 1, in_shape[0], out_shape[0])
+    cols = _valid_outputs(j * dw - pw, 1, in_shape[1], out_shape[1])
+    return rows[0] < rows[1] and cols[0] < cols[1]
+
+
 @numba.njit(**_PARALLEL)
 def _forward_unit_stride(x, weight, bias, out, ph, pw, dh, dw):
     images, channels, _, width = x.shape
@@ -194,6 +203,8 @@ def _forward_unit_stride(x, weight, bias, out, ph, pw, dh, dw):
             wide[:] = bias[o]
             for i in range(kh):
                 for j in range(kw):
+                    if not _reads_input(i, j, ph, pw, dh, dw, x.shape[2:], out.shape[2:]):
+                        continue
                     start = i * dh * pitch + j * dw
                     _axpy(weight[o, 0, i, j], padded[start : start + span], wide)
             for p in range(out_height):
@@ -214,6 +225,8 @@ def _grad_input_unit_stride(grad, weight, gx, ph, pw, dh, dw):
             _widen(grad[n, o], pitch, wide)
             for i in range(kh):  # each tap returns the gradient to where it read
                 for j in range(kw):
+                    if not _reads_input(i, j, ph, pw, dh, dw, gx.shape[2:], grad.shape[2:]):
+                        continue  # it read only padding: its gradient would land there
                     start = i * dh * pitch + j * dw
                     _axpy(weight[o, 0, i, j], wide, padded[start : start + span])
         for r in range(height):
@@ -234,6 +247,9 @@ def _grad_weight_unit_stride(x, grad, partial, ph, pw, dh, dw):
             _widen(grad[n, o], pitch, wide)
             for i in range(kh):
                 for j in range(kw):
+                    partial[n, o, i, j] = 0.0
+                    if not _reads_input(i, j, ph, pw, dh, dw, x.shape[2:], grad.shape[2:]):
+                        continue
                     start = i * dh * pitch + j * dw
                     partial[n, o, i, j] = _dot64(wide, padded[start : start + span])
 
