@@ -180,78 +180,68 @@ def _widen(plane, pitch, wide):
         wide[p * pitch : p * pitch + out_width] = plane[p]
 
 
-@numba.njit(cache=True, inline="always")
-def _reads_input(i, j, ph, pw, dh, dw, in_shape, out_shape):
-    """Whether tap (i, j) reads any input pixel, not only padding (at ASPP's large rates on small maps,
-    most taps do not)."""
-    rows = _valid_outputs(i * dh - ph, 1, in_shape[0], out_shape[0])
-    cols = _valid_outputs(j * dw - pw, 1, in_shape[1], out_shape[1])
-    return rows[0] < rows[1] and cols[0] < cols[1]
-
-
 @numba.njit(**_PARALLEL)
-def _forward_unit_stride(x, weight, bias, out, ph, pw, dh, dw):
-    images, channels, _, width = x.shape
-    _, out_channels, out_height, out_width = out.shape
-    multiplier, (kh, kw) = out_channels // channels, weight.shape[2:]
-    pitch = width + 2 * pw
-    span = (out_height - 1) * pitch + out_width
+def _forward_unit_stride(x, weight, bias, out, ph, pw, pitch, span, taps):
+    images, channels = x.shape[:2]
+    out_channels, out_height, out_width = out.shape[1:]
+    multiplier = out_channels // channels
     for plane in numba.prange(images * channels):
         n, c = plane // channels, plane % channels
         padded, wide = _pad(x[n, c], ph, pw), np.empty(span, x.dtype)
         for o in range(c * multiplier, (c + 1) * multiplier):
             wide[:] = bias[o]
-            for i in range(kh):
-                for j in range(kw):
-                    if not _reads_input(i, j, ph, pw, dh, dw, x.shape[2:], out.shape[2:]):
-                        continue
-                    start = i * dh * pitch + j * dw
-                    _axpy(weight[o, 0, i, j], padded[start : start + span], wide)
+            for t in range(len(taps)):
+                i, j, start = taps[t, 0], taps[t, 1], taps[t, 2]
+                _axpy(weight[o, 0, i, j], padded[start : start + span], wide)
             for p in range(out_height):
                 out[n, o, p] = wide[p * pitch : p * pitch + out_width]
 
 
 @numba.njit(**_PARALLEL)
-def _grad_input_unit_stride(grad, weight, gx, ph, pw, dh, dw):
+def _grad_input_unit_stride(grad, weight, gx, ph, pw, pitch, span, taps):
     images, channels, height, width = gx.shape
-    _, out_channels, out_height, out_width = grad.shape
-    multiplier, (kh, kw) = out_channels // channels, weight.shape[2:]
-    pitch = width + 2 * pw
-    span = (out_height - 1) * pitch + out_width
+    multiplier = grad.shape[1] // channels
     for plane in numba.prange(images * channels):
         n, c = plane // channels, plane % channels
         padded, wide = np.zeros((height + 2 * ph) * pitch, gx.dtype), np.empty(span, gx.dtype)
         for o in range(c * multiplier, (c + 1) * multiplier):
             _widen(grad[n, o], pitch, wide)
-            for i in range(kh):  # each tap returns the gradient to where it read
-                for j in range(kw):
-                    if not _reads_input(i, j, ph, pw, dh, dw, gx.shape[2:], grad.shape[2:]):
-                        continue  # it read only padding: its gradient would land there
-                    start = i * dh * pitch + j * dw
-                    _axpy(weight[o, 0, i, j], wide, padded[start : start + span])
+            for t in range(len(taps)):  # each tap returns the gradient to where it read
+                i, j, start = taps[t, 0], taps[t, 1], taps[t, 2]
+                _axpy(weight[o, 0, i, j], wide, padded[start : start + span])
         for r in range(height):
             gx[n, c, r] = padded[(r + ph) * pitch + pw : (r + ph) * pitch + pw + width]
 
 
 @numba.njit(**_PARALLEL, fastmath={"reassoc"})
-def _grad_weight_unit_stride(x, grad, partial, ph, pw, dh, dw):
-    images, channels, _, width = x.shape
-    _, out_channels, kh, kw = partial.shape
-    multiplier, (out_height, out_width) = out_channels // channels, grad.shape[2:]
-    pitch = width + 2 * pw
-    span = (out_height - 1) * pitch + out_width
+def _grad_weight_unit_stride(x, grad, partial, ph, pw, pitch, span, taps):
+    images, channels = x.shape[:2]
+    multiplier = partial.shape[1] // channels
     for plane in numba.prange(images * channels):
         n, c = plane // channels, plane % channels
         padded, wide = _pad(x[n, c], ph, pw), np.empty(span, x.dtype)
         for o in range(c * multiplier, (c + 1) * multiplier):
             _widen(grad[n, o], pitch, wide)
-            for i in range(kh):
-                for j in range(kw):
-                    partial[n, o, i, j] = 0.0
-                    if not _reads_input(i, j, ph, pw, dh, dw, x.shape[2:], grad.shape[2:]):
-                        continue
-                    start = i * dh * pitch + j * dw
-                    partial[n, o, i, j] = _dot64(wide, padded[start : start + span])
+            for t in range(len(taps)):
+                i, j, start = taps[t, 0], taps[t, 1], taps[t, 2]
+                partial[n, o, i, j] = _dot64(wide, padded[start : start + span])
+
+
+def _unit_stride_layout(in_hw, out_hw, kernel_hw, padding, dilation):
+    """(padding, pitch, span, taps) for the stride-1 kernels.
+
+    ``taps`` holds (i, j, offset into the padded plane) of each tap that reads
+    some input pixel. The others read only padding (ASPP's rates 12 and 18 on a
+    7×7 map leave only the centre tap), add nothing and get no gradient.
+    """
+    (ph, pw), (dh, dw) = padding, dilation
+    pitch = in_hw[1] + 2 * pw
+    # along an axis, output q reads input q + i·d - p: some input for q in [0, out) iff -out < i·d - p < size
+    reaches = [[-out < i * d - p < size for i in range(k)]
+               for k, d, p, size, out in zip(kernel_hw, dilation, padding, in_hw, out_hw)]
+    taps = [(i, j, i * dh * pitch + j * dw) for i in range(kernel_hw[0]) for j in range(kernel_hw[1])
+            if reaches[0][i] and reaches[1][j]]
+    return ph, pw, pitch, (out_hw[0] - 1) * pitch + out_hw[1], np.array(taps, np.int64).reshape(-1, 3)
 
 
 # ---------------------------------------------------------------- the op's three calls
@@ -265,7 +255,8 @@ def forward(x, weight, bias, stride, padding, dilation, out_hw):
     bias = np.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
     with threads_for(out.size):
         if _unit(stride):
-            _forward_unit_stride(x, weight, bias, out, *padding, *dilation)
+            layout = _unit_stride_layout(x.shape[2:], out_hw, weight.shape[2:], padding, dilation)
+            _forward_unit_stride(x, weight, bias, out, *layout)
         else:
             _forward(x, weight, bias, out, *stride, *padding, *dilation)
     return out
@@ -276,19 +267,21 @@ def grad_input(grad, weight, x_shape, stride, padding, dilation):
     grad, weight = np.ascontiguousarray(grad), np.ascontiguousarray(weight)
     with threads_for(gx.size):
         if _unit(stride):
-            _grad_input_unit_stride(grad, weight, gx, *padding, *dilation)
+            layout = _unit_stride_layout(x_shape[2:], grad.shape[2:], weight.shape[2:], padding, dilation)
+            _grad_input_unit_stride(grad, weight, gx, *layout)
         else:
             _grad_input(grad, weight, gx, *stride, *padding, *dilation)
     return gx
 
 
 def grad_weight(x, grad, weight_shape, stride, padding, dilation):
-    # per-image partial sums in float64, added up over the batch at the end
-    partial = np.empty((x.shape[0], weight_shape[0]) + weight_shape[2:], dtype=np.float64)
+    # per-image partial sums in float64, added up over the batch at the end (zero for a tap that reads no input)
+    partial = np.zeros((x.shape[0], weight_shape[0]) + weight_shape[2:], dtype=np.float64)
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad)
     with threads_for(grad.size):
         if _unit(stride):
-            _grad_weight_unit_stride(x, grad, partial, *padding, *dilation)
+            layout = _unit_stride_layout(x.shape[2:], grad.shape[2:], weight_shape[2:], padding, dilation)
+            _grad_weight_unit_stride(x, grad, partial, *layout)
         else:
             _grad_weight(x, grad, partial, *stride, *padding, *dilation)
     return partial.sum(axis=0).astype(x.dtype).reshape(weight_shape)
