@@ -97,6 +97,12 @@ def test_large_input_far_from_zero(dtype, tol, training):
         np.testing.assert_allclose(mine, theirs, rtol=tol, atol=tol * scale)
 
 
+def test_non_contiguous_input():
+    # a transposed view: the kernels must read it by its strides (or a copy), not as if it were contiguous
+    check_op([(4, 3, 5, 2), (3,), (3,)],
+             lambda lib, x, w, b: lib.nn.functional.batch_norm(x.transpose(2, 3), None, None, w, b, True))
+
+
 # ---------------------------------------------------------------- running statistics, updated in place
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (2, 3, 4, 5), (1, 3, 2, 1)], ids=str)
 @pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0, 0.0])

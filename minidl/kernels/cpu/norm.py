@@ -81,10 +81,11 @@ def statistics(x):
 
 def normalize(x, scale, shift):
     """x·scale + shift, per channel."""
-    out = np.empty(x.shape, x.dtype)
+    flat = _flat(x)
+    out = np.empty(flat.shape, x.dtype)
     with threads_for(x.size):
-        _normalize(_flat(x), scale.astype(x.dtype), shift.astype(x.dtype), out.reshape(_flat(x).shape))
-    return out
+        _normalize(flat, scale.astype(x.dtype), shift.astype(x.dtype), out)
+    return out.reshape(x.shape)
 
 
 def grad_sums(g, x, mean):
@@ -99,8 +100,8 @@ def grad_input(g, x, mean, invstd, scale, sum_g, sum_g_centred):
     """(g - mean(g) - x̂·mean(g·x̂))·scale, x̂ = (x - μ)·invstd: the input's gradient in training."""
     count = x.size // x.shape[1]
     g_shift, x_slope = sum_g / count, sum_g_centred * invstd * invstd / count
-    dx = np.empty(x.shape, x.dtype)
+    flat = _flat(x)
+    dx = np.empty(flat.shape, x.dtype)
     with threads_for(x.size):
-        _grad_input(_flat(g), _flat(x), mean, g_shift.astype(x.dtype), x_slope.astype(x.dtype),
-                    scale.astype(x.dtype), dx.reshape(_flat(x).shape))
-    return dx
+        _grad_input(_flat(g), flat, mean, g_shift.astype(x.dtype), x_slope.astype(x.dtype), scale.astype(x.dtype), dx)
+    return dx.reshape(x.shape)
