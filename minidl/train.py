@@ -93,8 +93,8 @@ def cpu_recipe(model="deeplabv3plus", **changes):
     of the papers' SGD: from scratch and this short, Adam reached a validation
     mIoU of 0.33 after 400 iterations where SGD (lr 0.02, momentum 0.9) reached
     0.22. The book's chapters train with it; the main job (``minidl run``) changes
-    the backbone, the random rescaling and the lr, as later tuning found better
-    (see ``cli.main_job``). ``changes`` override any field (``iterations``,
+    the backbone, the random rescaling, the lr, the batch size and the number of
+    training images, as later tuning found better (see ``cli.main_job``). ``changes`` override any field (``iterations``,
     ``out``, ``model_options``…).
     """
     settings = dict(model=model, backbone="mobilenetv2_small", head_channels=64, batch_size=8, image_size=97,

@@ -236,11 +236,11 @@ def _unit_stride_layout(in_hw, out_hw, kernel_hw, padding, dilation):
     """
     (ph, pw), (dh, dw) = padding, dilation
     pitch = in_hw[1] + 2 * pw
-    # along an axis, output q reads input q + i·d - p: some input for q in [0, out) iff -out < i·d - p < size
-    reaches = [[-out < i * d - p < size for i in range(k)]
-               for k, d, p, size, out in zip(kernel_hw, dilation, padding, in_hw, out_hw)]
-    taps = [(i, j, i * dh * pitch + j * dw) for i in range(kernel_hw[0]) for j in range(kernel_hw[1])
-            if reaches[0][i] and reaches[1][j]]
+    reaching = []  # per axis, the tap positions whose range of outputs reading inside the input is not empty
+    for k, d, p, size, out in zip(kernel_hw, dilation, padding, in_hw, out_hw):
+        ranges = [_valid_outputs(t * d - p, 1, size, out) for t in range(k)]
+        reaching.append([t for t, (lo, hi) in enumerate(ranges) if lo < hi])
+    taps = [(i, j, i * dh * pitch + j * dw) for i in reaching[0] for j in reaching[1]]
     return ph, pw, pitch, (out_hw[0] - 1) * pitch + out_hw[1], np.array(taps, np.int64).reshape(-1, 3)
 
 
