@@ -24,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import reference.models.deeplab as twins  # noqa: E402
+from minidl.cli import _scale_range  # noqa: E402
 from minidl.data import eval_transform  # noqa: E402
 from minidl.metrics import SegmentationMetrics  # noqa: E402
 from minidl.train import IGNORE_INDEX, build_datasets, build_loader, cpu_recipe  # noqa: E402
@@ -38,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--head-channels", type=int, default=64)
     p.add_argument("--output-stride", type=int, default=16)
-    p.add_argument("--random-scale", default="0.5,2", help="LOW,HIGH")
+    p.add_argument("--random-scale", type=_scale_range, default=(0.5, 2.0), help="LOW,HIGH")
     p.add_argument("--model-options", default="{}", help="JSON: more keywords for the model's factory")
     p.add_argument("--train-size", type=int, default=2000, help="synthetic training items")
     p.add_argument("--eval-every", type=int, default=500)
@@ -65,7 +66,7 @@ def main(argv=None):
                         batch_size=args.batch_size, head_channels=args.head_channels,
                         output_stride=args.output_stride, model_options=json.loads(args.model_options),
                         train_size=args.train_size,
-                        random_scale=tuple(float(s) for s in args.random_scale.split(",")))
+                        random_scale=args.random_scale)
     train_set, val_set, stats = build_datasets(config)
     torch.manual_seed(config.seed)
     head = {} if config.model == "deeplabv2" else {"head_channels": config.head_channels}
