@@ -5,6 +5,7 @@ This module is the only place that knows about CuPy. Op code asks
 either backend. CuPy is imported only when a 'cuda' device is asked for, so a
 machine without it never pays for (or fails on) the import.
 """
+import contextlib
 import sys
 
 import numpy as np
@@ -89,6 +90,18 @@ def device_of(array):
     if is_cupy_array(array):
         return Device(f"cuda:{array.device.id}")
     return Device("cpu")
+
+
+_STAY = contextlib.nullcontext()
+
+
+def on_device_of(array):
+    """A ``with`` block in which the array's GPU is the current one (a no-op for NumPy arrays).
+
+    CuPy allocates and launches on the current GPU, whatever GPU the arguments
+    live on; ops on 'cuda:1' tensors run inside this, so their work lands there.
+    """
+    return array.device if is_cupy_array(array) else _STAY
 
 
 def to_device(array, device):

@@ -62,7 +62,8 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    self._update(p, p.grad.data, self.state[p], group)
+                    with backend.on_device_of(p.data):
+                        self._update(p, p.grad.data, self.state[p], group)
         return loss
 
     def _update(self, p, grad, state, group):

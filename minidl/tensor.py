@@ -9,6 +9,7 @@ in reverse topological order, and hands each one the gradient of its output.
 """
 import contextlib
 import functools
+import math
 import weakref
 
 import numpy as np
@@ -116,7 +117,8 @@ class Function:
         _check_same_device(cls.__name__, tensors)
         ctx = Context()
         ctx.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
-        out = cls.forward(ctx, *(x.data if isinstance(x, Tensor) else x for x in inputs), **params)
+        with backend.on_device_of(tensors[0].data if tensors else None):
+            out = cls.forward(ctx, *(x.data if isinstance(x, Tensor) else x for x in inputs), **params)
         if _Modes.detect_anomaly:
             _check_finite(out, f"{cls.__name__} (forward)")
         result = Tensor(out)
@@ -182,7 +184,8 @@ def _run_backward(root, grad, retain_graph):
                 "values were freed by the first backward(). Use backward(retain_graph=True) "
                 "the first time if you need to call it twice."
             )
-        input_grads = node.function.backward(node.ctx, grad)
+        with backend.on_device_of(grad):
+            input_grads = node.function.backward(node.ctx, grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         if len(input_grads) != len(node.inputs):
@@ -353,6 +356,14 @@ class Tensor:
                 "backward() on a tensor that does not require grad: no input of the computation "
                 "had requires_grad=True (or it ran under no_grad())"
             )
+        with backend.on_device_of(self.data):
+            grad = self._initial_gradient(gradient)
+            if self.grad_fn is None:
+                self._accumulate_grad(grad)
+            else:
+                _run_backward(self, grad, retain_graph)
+
+    def _initial_gradient(self, gradient):
         xp = get_array_module(self.data)
         if gradient is None:
             if self.data.size != 1:
@@ -361,19 +372,16 @@ class Tensor:
                     "implicitly only for a tensor with one element; pass backward(gradient) "
                     "with d(loss)/d(this tensor), of the same shape"
                 )
-            grad = xp.ones_like(self.data)
-        else:
-            grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
-            if grad.shape != self.data.shape:
-                raise ValueError(
-                    f"backward(gradient): gradient has shape {tuple(grad.shape)}, "
-                    f"but the tensor has shape {self.shape}"
-                )
-            grad = grad.astype(self.dtype, copy=False)
-        if self.grad_fn is None:
-            self._accumulate_grad(grad)
-        else:
-            _run_backward(self, grad, retain_graph)
+            return xp.ones_like(self.data)
+        if isinstance(gradient, Tensor) and gradient.device != self.device:
+            raise RuntimeError(f"backward(gradient): gradient is on {gradient.device}, the tensor on {self.device}")
+        grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
+        if grad.shape != self.data.shape:
+            raise ValueError(
+                f"backward(gradient): gradient has shape {tuple(grad.shape)}, "
+                f"but the tensor has shape {self.shape}"
+            )
+        return grad.astype(self.dtype, copy=False)
 
     # -- moving between devices and dtypes
     def to(self, *args, device=None, dtype=None):
@@ -642,34 +650,80 @@ def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=Fals
     return Tensor(backend.to_device(array, device), requires_grad=requires_grad)
 
 
-# -- random numbers: one seeded generator per backend, reset by manual_seed
+# -- random numbers: NumPy's generator on the CPU, a counter-based one on the GPU; manual_seed resets both
+class CounterGenerator:
+    """Random numbers for CuPy arrays whose whole state is two integers: the seed and how many were drawn.
+
+    Number k of the stream is a hash of (seed, k), SplitMix64's finaliser, so a
+    draw is a few elementwise operations on the GPU and a checkpoint restores the
+    stream exactly from (seed, offset). CuPy's own generators keep their state on
+    the GPU with no way to save it, and only exist once CuPy is imported.
+    """
+
+    _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+    def __init__(self, seed=0, offset=0):
+        self.seed, self.offset = int(seed), int(offset)
+
+    @property
+    def state(self):
+        return {"seed": self.seed, "offset": self.offset}
+
+    def _mix(self, z, xp):
+        z = (z ^ (z >> xp.uint64(30))) * xp.uint64(self._MIX1)
+        z = (z ^ (z >> xp.uint64(27))) * xp.uint64(self._MIX2)
+        return z ^ (z >> xp.uint64(31))
+
+    def random(self, shape):
+        """Uniform float64 in [0, 1) of ``shape``, on the current GPU."""
+        xp = backend.loaded_cupy()
+        count = math.prod(shape)
+        start = (self.seed * self._GOLDEN + self.offset) % 2**64
+        self.offset += count
+        z = xp.arange(count, dtype=xp.uint64) + xp.uint64(start)
+        bits = self._mix(z * xp.uint64(self._GOLDEN), xp)
+        return ((bits >> xp.uint64(11)).astype(xp.float64) * 2.0**-53).reshape(shape)
+
+    def uniform(self, low, high, shape):
+        return low + (high - low) * self.random(shape)
+
+    def normal(self, mean, std, shape):
+        """Box-Muller on two uniform draws."""
+        xp = backend.loaded_cupy()
+        radius = xp.sqrt(-2.0 * xp.log(1.0 - self.random(shape)))
+        return mean + std * radius * xp.cos(2 * math.pi * self.random(shape))
+
+
 class _Random:
-    seed = 0
     numpy = np.random.default_rng(0)
+    cuda = CounterGenerator(0)
 
 
 def manual_seed(seed):
-    """Seed every random number minidl draws (NumPy's generator, and CuPy's if it is loaded)."""
-    _Random.seed = int(seed)
+    """Seed every random number minidl draws, on every device (CuPy need not be imported yet)."""
     _Random.numpy = np.random.default_rng(seed)
-    cp = backend.loaded_cupy()
-    if cp is not None:
-        cp.random.seed(seed)
+    _Random.cuda = CounterGenerator(seed)
 
 
 def get_rng_state():
-    """The state of minidl's CPU generator (dropout masks, randn, init), to save in a checkpoint."""
-    return _Random.numpy.bit_generator.state
+    """The state of minidl's generators (dropout masks, randn, init), to save in a checkpoint."""
+    return {"numpy": _Random.numpy.bit_generator.state, "cuda": _Random.cuda.state}
 
 
 def set_rng_state(state):
-    """Restore a state from ``get_rng_state()``: the random numbers continue exactly from there."""
-    _Random.numpy.bit_generator.state = state
+    """Restore a state from ``get_rng_state()``: the random numbers continue exactly from there.
+
+    A NumPy generator state alone (what checkpoints held before the GPU generator) restores the CPU's.
+    """
+    if "bit_generator" in state:
+        state = {"numpy": state, "cuda": _Random.cuda.state}
+    _Random.numpy.bit_generator.state = state["numpy"]
+    _Random.cuda = CounterGenerator(**state["cuda"])
 
 
 def random_module(xp):
     """The generator to draw from for arrays of module ``xp`` (numpy or cupy)."""
-    return _Random.numpy if xp is np else xp.random
+    return _Random.numpy if xp is np else _Random.cuda
 
 
 def randn(*shape, dtype=np.float32, device="cpu", requires_grad=False):

@@ -7,6 +7,8 @@ both, compares every input's gradient, and finally runs minidl's
 finite-difference ``gradcheck`` on the same expression. Because minidl mirrors
 PyTorch's names, one lambda serves both: ``lambda lib, x: lib.nn.functional.softmax(x, 1)``.
 """
+import functools
+
 import numpy as np
 import torch
 
@@ -45,14 +47,15 @@ def _floats(result):
 
 
 def _to_numpy(t):
-    return t.detach().numpy() if isinstance(t, torch.Tensor) else t.data
+    return t.detach().numpy()
 
 
-def run_both(inputs, fn, low=-2.0, high=2.0, seed=0):
-    """Outputs and input gradients of ``fn`` in minidl and torch, as NumPy arrays."""
+def run_both(inputs, fn, low=-2.0, high=2.0, seed=0, device="cpu"):
+    """Outputs and input gradients of ``fn`` in minidl (on ``device``) and torch (on the CPU), as NumPy arrays."""
     arrays = make_arrays(inputs, low, high, seed)
     results = {}
-    for lib, make in ((minidl, minidl.tensor), (torch, torch.tensor)):
+    on_device = functools.partial(minidl.tensor, device=device)
+    for lib, make in ((minidl, on_device), (torch, torch.tensor)):
         tensors = [make(a.copy(), requires_grad=bool(grad)) for a, grad in arrays]
         outs = _floats(fn(lib, *tensors))
         rng = np.random.default_rng(seed + 1)
@@ -69,9 +72,9 @@ def run_both(inputs, fn, low=-2.0, high=2.0, seed=0):
     return results["minidl"], results["torch"]
 
 
-def check_op(inputs, fn, atol=1e-7, rtol=1e-6, low=-2.0, high=2.0, gradcheck=True, seed=0):
-    """Assert that minidl and PyTorch agree on ``fn``'s outputs and gradients, and gradcheck it."""
-    (outs, grads), (t_outs, t_grads) = run_both(inputs, fn, low, high, seed)
+def check_op(inputs, fn, atol=1e-7, rtol=1e-6, low=-2.0, high=2.0, gradcheck=True, seed=0, device="cpu"):
+    """Assert that minidl on ``device`` and PyTorch agree on ``fn``'s outputs and gradients, and gradcheck it."""
+    (outs, grads), (t_outs, t_grads) = run_both(inputs, fn, low, high, seed, device)
     assert len(outs) == len(t_outs), f"minidl gave {len(outs)} float outputs, torch {len(t_outs)}"
     for k, (o, t) in enumerate(zip(outs, t_outs)):
         assert o.shape == t.shape, f"output {k}: minidl shape {o.shape}, torch shape {t.shape}"
@@ -87,12 +90,12 @@ def check_op(inputs, fn, atol=1e-7, rtol=1e-6, low=-2.0, high=2.0, gradcheck=Tru
         np.testing.assert_allclose(g, t, atol=atol, rtol=rtol, err_msg=f"gradient of input {k} differs from torch")
     if gradcheck:
         arrays = make_arrays(inputs, low, high, seed)
-        tensors = [minidl.tensor(a, requires_grad=bool(grad)) for a, grad in arrays]
+        tensors = [minidl.tensor(a, requires_grad=bool(grad), device=device) for a, grad in arrays]
         minidl.gradcheck(lambda *xs: fn(minidl, *xs), tensors)
 
 
-def check_module(make, input_shape, modes=("train", "eval"), steps=2, atol=1e-9, rtol=1e-7, seed=0):
-    """Assert that a module built by ``make(lib)`` behaves the same in minidl and torch.
+def check_module(make, input_shape, modes=("train", "eval"), steps=2, atol=1e-9, rtol=1e-7, seed=0, device="cpu"):
+    """Assert that a module built by ``make(lib)`` behaves the same in minidl (on ``device``) and torch.
 
     Both are float64 and minidl loads torch's weights; then, in each mode, for
     ``steps`` calls: the same state_dict keys and shapes, the same outputs, the
@@ -105,30 +108,31 @@ def check_module(make, input_shape, modes=("train", "eval"), steps=2, atol=1e-9,
         (k, tuple(v.shape)) for k, v in theirs.state_dict().items()
     ], "state_dict keys or shapes differ from torch"
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    ours.to(device)
     rng = np.random.default_rng(seed)
     for mode in modes:
         ours.train(mode == "train")
         theirs.train(mode == "train")
         for step in range(steps):
             x = rng.standard_normal(input_shape)
-            x_ours, x_theirs = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+            x_ours, x_theirs = minidl.tensor(x, requires_grad=True, device=device), torch.tensor(x, requires_grad=True)
             out, t_out = ours(x_ours), theirs(x_theirs)
             where = f"{mode} step {step}"
-            np.testing.assert_allclose(out.data, t_out.detach().numpy(), atol=atol, rtol=rtol, err_msg=f"output, {where}")
+            np.testing.assert_allclose(out.detach().numpy(), t_out.detach().numpy(), atol=atol, rtol=rtol, err_msg=f"output, {where}")
             upstream = rng.standard_normal(tuple(out.shape))
             ours.zero_grad()
             theirs.zero_grad()
             out.backward(upstream)
             t_out.backward(torch.tensor(upstream))
-            np.testing.assert_allclose(x_ours.grad.data, x_theirs.grad.numpy(), atol=atol, rtol=rtol,
+            np.testing.assert_allclose(x_ours.grad.numpy(), x_theirs.grad.numpy(), atol=atol, rtol=rtol,
                                        err_msg=f"input gradient, {where}")
             t_params = dict(theirs.named_parameters())
             for name, p in ours.named_parameters():
-                np.testing.assert_allclose(p.grad.data, t_params[name].grad.numpy(), atol=atol, rtol=rtol,
+                np.testing.assert_allclose(p.grad.numpy(), t_params[name].grad.numpy(), atol=atol, rtol=rtol,
                                            err_msg=f"gradient of {name}, {where}")
             t_buffers = dict(theirs.named_buffers())
             for name, b in ours.named_buffers():
-                np.testing.assert_allclose(b.data, t_buffers[name].numpy(), atol=atol, rtol=rtol,
+                np.testing.assert_allclose(b.numpy(), t_buffers[name].numpy(), atol=atol, rtol=rtol,
                                            err_msg=f"buffer {name}, {where}")
 
 

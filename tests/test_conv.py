@@ -127,14 +127,14 @@ def test_gradcheck(x_shape, w_shape, bias, options, compiled):
 
 
 # ---------------------------------------------------------------- constants get no gradient
-def test_constant_input_only_weight_and_bias_gradients():
+def test_constant_input_only_weight_and_bias_gradients(device):
     image = np.random.default_rng(3).uniform(-1, 1, (2, 3, 9, 9))
-    check_op([Const(image), (4, 3, 3, 3), (4,)], lambda lib, x, w, b: conv(lib, x, w, b, stride=2, padding=1))
+    check_op([Const(image), (4, 3, 3, 3), (4,)], lambda lib, x, w, b: conv(lib, x, w, b, stride=2, padding=1), device=device)
 
 
-def test_constant_weight_only_input_gradient():
+def test_constant_weight_only_input_gradient(device):
     weight = np.random.default_rng(4).uniform(-1, 1, (4, 3, 3, 3))
-    check_op([(2, 3, 6, 6), Const(weight)], lambda lib, x, w: conv(lib, x, w, dilation=2, padding=2))
+    check_op([(2, 3, 6, 6), Const(weight)], lambda lib, x, w: conv(lib, x, w, dilation=2, padding=2), device=device)
 
 
 # ---------------------------------------------------------------- groups == in_channels
@@ -147,9 +147,9 @@ def _general_grouped(lib, x, w, b, stride, padding, dilation):
 
 @pytest.mark.parametrize("multiplier", [1, 2])
 @pytest.mark.parametrize("stride, padding, dilation", [((1, 1), (1, 1), (1, 1)), ((2, 1), (4, 2), (2, 2))], ids=str)
-def test_groups_equal_channels_through_im2col(multiplier, stride, padding, dilation):
+def test_groups_equal_channels_through_im2col(multiplier, stride, padding, dilation, device):
     shapes = [(2, 3, 7, 6), (3 * multiplier, 1, 3, 3), (3 * multiplier,)]
-    check_op(shapes, lambda lib, x, w, b: _general_grouped(lib, x, w, b, stride, padding, dilation))
+    check_op(shapes, lambda lib, x, w, b: _general_grouped(lib, x, w, b, stride, padding, dilation), device=device)
 
 
 @pytest.mark.parametrize("multiplier", [1, 2])
@@ -238,10 +238,9 @@ def test_kernels_and_numpy_path_agree(x_shape, w_shape, options):
 
 # ---------------------------------------------------------------- dtypes
 @pytest.mark.parametrize("options", [dict(padding=2, dilation=2), {}], ids=str)
-def test_float32_in_float32_out(options):
+def test_float32_in_float32_out(options, device):
     (outs, grads), (t_outs, t_grads) = run_both(
-        [(2, 4, 7, 7), (3, 4, 3, 3), (3,)], lambda lib, *t: conv(lib, *[a.float() for a in t], **options)
-    )
+        [(2, 4, 7, 7), (3, 4, 3, 3), (3,)], lambda lib, *t: conv(lib, *[a.float() for a in t], **options), device=device)
     assert outs[0].dtype == np.float32
     np.testing.assert_allclose(outs[0], t_outs[0], rtol=1e-5, atol=1e-5)
     for g, t in zip(grads, t_grads):

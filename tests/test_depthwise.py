@@ -79,34 +79,34 @@ def test_parity_readable(case):
 
 @pytest.mark.parametrize("size", [(65, 65), (33, 20)])
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 2, 2), (2, 1, 1), (1, 12, 12)])
-def test_parity_larger(size, stride, padding, dilation):
+def test_parity_larger(size, stride, padding, dilation, device):
     # enough pixels for vector loops with remainders; no gradcheck (too many elements)
     geometry = (stride,) * 2, (padding,) * 2, (dilation,) * 2
-    check_op([(2, 4) + size, (4, 1, 3, 3), (4,)], case_fn(*geometry, True), gradcheck=False)
+    check_op([(2, 4) + size, (4, 1, 3, 3), (4,)], case_fn(*geometry, True), gradcheck=False, device=device)
 
 
-def test_parity_float32():
+def test_parity_float32(device):
     fn = case_fn((2, 1), (2, 2), (2, 2), True)
     as_float = lambda lib, x, w, b: fn(lib, x.float(), w.float(), b.float())  # noqa: E731
-    check_op([(2, 3, 17, 19), (6, 1, 3, 3), (6,)], as_float, atol=1e-5, rtol=1e-5, gradcheck=False)
+    check_op([(2, 3, 17, 19), (6, 1, 3, 3), (6,)], as_float, atol=1e-5, rtol=1e-5, gradcheck=False, device=device)
 
 
-def test_non_contiguous_input_and_gradient():
+def test_non_contiguous_input_and_gradient(device):
     # a transposed input, and a transposed gradient arriving from the op after
     def fn(lib, x, w):
         y = depthwise(lib, x.transpose(2, 3), w, None, (1, 2), (1, 1), (2, 1))
         return y.transpose(2, 3)
 
-    check_op([(2, 2, 6, 9), (4, 1, 3, 2)], fn)
+    check_op([(2, 2, 6, 9), (4, 1, 3, 2)], fn, device=device)
 
 
 @pytest.mark.parametrize("constant", [0, 1], ids=["input constant", "weight constant"])
-def test_one_input_constant(constant):
+def test_one_input_constant(constant, device):
     # backward computes (and forward keeps what it needs for) only the gradients asked for
     rng = np.random.default_rng(3)
     inputs = [(2, 2, 6, 6), (4, 1, 3, 3), (4,)]
     inputs[constant] = Const(rng.standard_normal(inputs[constant]))
-    check_op(inputs, case_fn((1, 1), (1, 1), (2, 2), True))
+    check_op(inputs, case_fn((1, 1), (1, 1), (2, 2), True), device=device)
 
 
 # ---------------------------------------------------------------- through the public conv2d(groups=C)
@@ -119,9 +119,9 @@ CONV2D_CASES = [
 
 
 @pytest.mark.parametrize("inputs, options", CONV2D_CASES, ids=str)
-def test_through_conv2d(inputs, options):
+def test_through_conv2d(inputs, options, device):
     groups = inputs[0][-3]
-    check_op(inputs, lambda lib, x, w, b: lib.nn.functional.conv2d(x, w, b, groups=groups, **options))
+    check_op(inputs, lambda lib, x, w, b: lib.nn.functional.conv2d(x, w, b, groups=groups, **options), device=device)
 
 
 def test_conv2d_dispatches_here():

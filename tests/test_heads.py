@@ -15,23 +15,23 @@ def models(lib):
 
 
 @pytest.mark.parametrize("rates", [(6, 12, 18, 24), (3, 6, 9, 12)])  # OS 8 (the paper's) and OS 16
-def test_aspp_v2_matches_reference(rates):
-    check_module(lambda lib: models(lib).ASPPv2(8, 5, rates), (2, 8, 9, 7))
+def test_aspp_v2_matches_reference(rates, device):
+    check_module(lambda lib: models(lib).ASPPv2(8, 5, rates), (2, 8, 9, 7), device=device)
 
 
 @pytest.mark.parametrize(
     "rates, separable",
     [((6, 12, 18), False), ((12, 24, 36), False), ((6, 12, 18), True), ((2, 3, 4), True)],  # OS 16, OS 8, v3+
 )
-def test_aspp_matches_reference(rates, separable):
+def test_aspp_matches_reference(rates, separable, device):
     # batch 2 in train mode: the pooled branch's BN needs more than one value per channel
-    check_module(lambda lib: models(lib).ASPP(8, 6, rates, separable, dropout=0.0), (2, 8, 5, 7))
+    check_module(lambda lib: models(lib).ASPP(8, 6, rates, separable, dropout=0.0), (2, 8, 5, 7), device=device)
 
 
 @pytest.mark.parametrize("separable", [False, True])
-def test_aspp_without_image_pooling_matches_reference(separable):
+def test_aspp_without_image_pooling_matches_reference(separable, device):
     check_module(lambda lib: models(lib).ASPP(8, 6, (2, 3, 4), separable, dropout=0.0, image_pooling=False),
-                 (2, 8, 5, 7))
+                 (2, 8, 5, 7), device=device)
 
 
 def test_aspp_without_image_pooling_has_four_branches_and_keeps_its_rates():
@@ -43,8 +43,8 @@ def test_aspp_without_image_pooling_has_four_branches_and_keeps_its_rates():
     aspp(minidl.randn(1, 4, 3, 3))  # no pooled branch, so a batch of one trains
 
 
-def test_aspp_dropout_is_identity_in_eval():
-    check_module(lambda lib: models(lib).ASPP(4, 6, dropout=0.5), (1, 4, 3, 3), modes=("eval",))
+def test_aspp_dropout_is_identity_in_eval(device):
+    check_module(lambda lib: models(lib).ASPP(4, 6, dropout=0.5), (1, 4, 3, 3), modes=("eval",), device=device)
 
 
 def _decoder_after_stride_4_encoder(lib, separable):
@@ -63,8 +63,8 @@ def _decoder_after_stride_4_encoder(lib, separable):
 
 
 @pytest.mark.parametrize("separable", [True, False])
-def test_decoder_matches_reference(separable):
-    check_module(lambda lib: _decoder_after_stride_4_encoder(lib, separable), (2, 6, 9, 11))
+def test_decoder_matches_reference(separable, device):
+    check_module(lambda lib: _decoder_after_stride_4_encoder(lib, separable), (2, 6, 9, 11), device=device)
 
 
 def test_decoder_scores_at_low_level_size():

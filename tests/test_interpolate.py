@@ -36,13 +36,13 @@ BILINEAR_CASES = [
 
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("shape, kwargs", BILINEAR_CASES, ids=str)
-def test_bilinear(shape, kwargs, align_corners):
+def test_bilinear(shape, kwargs, align_corners, device):
     check_op([shape], lambda lib, x: lib.nn.functional.interpolate(
-        x, mode="bilinear", align_corners=align_corners, **kwargs))
+        x, mode="bilinear", align_corners=align_corners, **kwargs), device=device)
 
 
-def test_bilinear_align_corners_none_means_false():
-    check_op([(1, 2, 3, 4)], lambda lib, x: lib.nn.functional.interpolate(x, scale_factor=1.7, mode="bilinear"))
+def test_bilinear_align_corners_none_means_false(device):
+    check_op([(1, 2, 3, 4)], lambda lib, x: lib.nn.functional.interpolate(x, scale_factor=1.7, mode="bilinear"), device=device)
 
 
 NEAREST_CASES = [
@@ -61,8 +61,8 @@ NEAREST_CASES = [
 
 @pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
 @pytest.mark.parametrize("shape, kwargs", NEAREST_CASES, ids=str)
-def test_nearest_on_floats(shape, kwargs, mode):
-    check_op([shape], lambda lib, x: lib.nn.functional.interpolate(x, mode=mode, **kwargs))
+def test_nearest_on_floats(shape, kwargs, mode, device):
+    check_op([shape], lambda lib, x: lib.nn.functional.interpolate(x, mode=mode, **kwargs), device=device)
 
 
 # ---------------------------------------------------------------- label maps
@@ -107,9 +107,9 @@ def test_nearest_label_maps_equal_torch(shape, kwargs, mode):
     ],
     ids=str,
 )
-def test_bilinear_both_paths(shape, kwargs, kernels):
+def test_bilinear_both_paths(shape, kwargs, kernels, device):
     with contextlib.nullcontext() if kernels else minidl.kernels.disabled():
-        check_op([shape], lambda lib, x: lib.nn.functional.interpolate(x, mode="bilinear", **kwargs))
+        check_op([shape], lambda lib, x: lib.nn.functional.interpolate(x, mode="bilinear", **kwargs), device=device)
 
 
 def _forward_backward(x, g, **kwargs):

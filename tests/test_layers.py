@@ -36,8 +36,8 @@ import reference.layers
         (lambda lib: lib.nn.Upsample(scale_factor=3), (1, 2, 3, 4)),
     ],
 )
-def test_layers_match_torch_nn(make, shape):
-    check_module(make, shape)
+def test_layers_match_torch_nn(make, shape, device):
+    check_module(make, shape, device=device)
 
 
 def _separable(lib, *args, **kwargs):
@@ -54,8 +54,8 @@ def _separable(lib, *args, **kwargs):
         ((3, 3, 5), {"dilation": 3}, (1, 3, 13, 13)),
     ],
 )
-def test_separable_conv_matches_reference(args, kwargs, shape):
-    check_module(lambda lib: _separable(lib, *args, **kwargs), shape)
+def test_separable_conv_matches_reference(args, kwargs, shape, device):
+    check_module(lambda lib: _separable(lib, *args, **kwargs), shape, device=device)
 
 
 def test_separable_conv_weighs_less_than_dense():

@@ -337,19 +337,18 @@ def test_module_dict():
         lambda nn: nn.LogSoftmax(dim=-1),
     ],
 )
-def test_layers_match_torch(make):
-    check_op([(2, 3, 4)], lambda lib, x: make(lib.nn)(x))
+def test_layers_match_torch(make, device):
+    check_op([(2, 3, 4)], lambda lib, x: make(lib.nn)(x), device=device)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_loss_matches_torch(reduction):
+def test_cross_entropy_loss_matches_torch(reduction, device):
     target = Const([[0, 2, 1], [1, 1, 2]])
     check_op(
         [(2, 3, 3), target],
         lambda lib, x, t: lib.nn.CrossEntropyLoss(
             lib.tensor([0.5, 2.0, 1.0], dtype=lib.float64), ignore_index=1, reduction=reduction
-        )(x, t),
-    )
+        ).to(x.device)(x, t), device=device)
 
 
 def test_cross_entropy_weight_is_a_buffer_like_torch():

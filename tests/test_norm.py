@@ -28,51 +28,48 @@ def _running(channels, seed=1):
 # ---------------------------------------------------------------- parity: output and every gradient
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_affine(shape, training):
+def test_affine(shape, training, device):
     c = shape[1]
     check_op(
         [shape, *_running(c), (c,), (c,)],
-        lambda lib, x, m, v, w, b: lib.nn.functional.batch_norm(x, m, v, w, b, training),
-    )
+        lambda lib, x, m, v, w, b: lib.nn.functional.batch_norm(x, m, v, w, b, training), device=device)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_no_weight_no_bias(shape, training):
+def test_no_weight_no_bias(shape, training, device):
     run = _running(shape[1])
-    check_op([shape, *run], lambda lib, x, m, v: lib.nn.functional.batch_norm(x, m, v, None, None, training))
+    check_op([shape, *run], lambda lib, x, m, v: lib.nn.functional.batch_norm(x, m, v, None, None, training), device=device)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_weight_only_and_bias_only(training):
+def test_weight_only_and_bias_only(training, device):
     run = _running(3)
-    check_op([(4, 3, 3), *run, (3,)], lambda lib, x, m, v, w: lib.nn.functional.batch_norm(x, m, v, w, None, training))
-    check_op([(4, 3, 3), *run, (3,)], lambda lib, x, m, v, b: lib.nn.functional.batch_norm(x, m, v, None, b, training))
+    check_op([(4, 3, 3), *run, (3,)], lambda lib, x, m, v, w: lib.nn.functional.batch_norm(x, m, v, w, None, training), device=device)
+    check_op([(4, 3, 3), *run, (3,)], lambda lib, x, m, v, b: lib.nn.functional.batch_norm(x, m, v, None, b, training), device=device)
 
 
-def test_training_without_running_stats():
-    check_op([(3, 2, 3, 3), (2,), (2,)], lambda lib, x, w, b: lib.nn.functional.batch_norm(x, None, None, w, b, True))
+def test_training_without_running_stats(device):
+    check_op([(3, 2, 3, 3), (2,), (2,)], lambda lib, x, w, b: lib.nn.functional.batch_norm(x, None, None, w, b, True), device=device)
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.1, 0.5, 1.0])
-def test_momentum_and_eps_do_not_change_gradients(momentum):
+def test_momentum_and_eps_do_not_change_gradients(momentum, device):
     check_op(
         [(4, 3, 2, 2), *_running(3), (3,), (3,)],
-        lambda lib, x, m, v, w, b: lib.nn.functional.batch_norm(x, m, v, w, b, True, momentum, eps=1e-3),
-    )
+        lambda lib, x, m, v, w, b: lib.nn.functional.batch_norm(x, m, v, w, b, True, momentum, eps=1e-3), device=device)
 
 
-def test_constant_weight_and_bias():
+def test_constant_weight_and_bias(device):
     w, b = Const(np.array([0.5, -2.0, 3.0])), Const(np.array([1.0, 0.0, -1.0]))
-    check_op([(4, 3, 5), w, b], lambda lib, x, w, b: lib.nn.functional.batch_norm(x, None, None, w, b, True))
+    check_op([(4, 3, 5), w, b], lambda lib, x, w, b: lib.nn.functional.batch_norm(x, None, None, w, b, True), device=device)
 
 
-def test_inside_a_larger_graph():
+def test_inside_a_larger_graph(device):
     # the normalised output feeds a nonlinearity, so the upstream gradient is not uniform per channel
     check_op(
         [(3, 2, 3, 3), *_running(2), (2,), (2,)],
-        lambda lib, x, m, v, w, b: lib.nn.functional.batch_norm(x * x, m, v, w, b, True).tanh().sum(1),
-    )
+        lambda lib, x, m, v, w, b: lib.nn.functional.batch_norm(x * x, m, v, w, b, True).tanh().sum(1), device=device)
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-4), (np.float64, 1e-10)])
@@ -97,10 +94,10 @@ def test_large_input_far_from_zero(dtype, tol, training):
         np.testing.assert_allclose(mine, theirs, rtol=tol, atol=tol * scale)
 
 
-def test_non_contiguous_input():
+def test_non_contiguous_input(device):
     # a transposed view: the kernels must read it by its strides (or a copy), not as if it were contiguous
     check_op([(4, 3, 5, 2), (3,), (3,)],
-             lambda lib, x, w, b: lib.nn.functional.batch_norm(x.transpose(2, 3), None, None, w, b, True))
+             lambda lib, x, w, b: lib.nn.functional.batch_norm(x.transpose(2, 3), None, None, w, b, True), device=device)
 
 
 # ---------------------------------------------------------------- running statistics, updated in place

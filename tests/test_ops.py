@@ -30,8 +30,8 @@ BROADCAST_SHAPES = [
         ("pow", lambda lib, a, b: (a.abs() + 0.5) ** b),
     ],
 )
-def test_binary_broadcast(name, fn, shapes):
-    check_op(shapes, fn)
+def test_binary_broadcast(name, fn, shapes, device):
+    check_op(shapes, fn, device=device)
 
 
 @pytest.mark.parametrize(
@@ -49,13 +49,13 @@ def test_binary_broadcast(name, fn, shapes):
         lambda lib, x: x.add(1).mul(2).sub(x).div(3).neg().pow(2),
     ],
 )
-def test_scalar_operands(fn):
-    check_op([(3, 5)], fn)
+def test_scalar_operands(fn, device):
+    check_op([(3, 5)], fn, device=device)
 
 
-def test_pow_at_zero_base():
+def test_pow_at_zero_base(device):
     # x**2 at x = 0 has gradient 0; torch and minidl must not produce NaN there
-    check_op([Values([0.0, 1.0, -2.0])], lambda lib, x: x**2, gradcheck=False)
+    check_op([Values([0.0, 1.0, -2.0])], lambda lib, x: x**2, gradcheck=False, device=device)
 
 
 @pytest.mark.parametrize(
@@ -76,12 +76,12 @@ def test_pow_at_zero_base():
         (lambda lib, x: x.clamp(max=0.2), -2),
     ],
 )
-def test_unary(fn, low):
-    check_op([(4, 5)], fn, low=low)
+def test_unary(fn, low, device):
+    check_op([(4, 5)], fn, low=low, device=device)
 
 
-def test_sigmoid_extremes_are_finite():
-    check_op([Values([-800.0, -30.0, 0.0, 30.0, 800.0])], lambda lib, x: x.sigmoid(), gradcheck=False)
+def test_sigmoid_extremes_are_finite(device):
+    check_op([Values([-800.0, -30.0, 0.0, 30.0, 800.0])], lambda lib, x: x.sigmoid(), gradcheck=False, device=device)
 
 
 @pytest.mark.parametrize(
@@ -98,12 +98,12 @@ def test_sigmoid_extremes_are_finite():
     ],
     ids=str,
 )
-def test_matmul(shapes):
-    check_op(shapes, lambda lib, a, b: a @ b)
+def test_matmul(shapes, device):
+    check_op(shapes, lambda lib, a, b: a @ b, device=device)
 
 
-def test_linear():
-    check_op([(5, 3), (4, 3), (4,)], lambda lib, x, w, b: lib.nn.functional.linear(x, w, b))
+def test_linear(device):
+    check_op([(5, 3), (4, 3), (4,)], lambda lib, x, w, b: lib.nn.functional.linear(x, w, b), device=device)
 
 
 # ---------------------------------------------------------------- reductions
@@ -131,16 +131,16 @@ def test_linear():
         lambda lib, x: lib.max(x, -1)[0],
     ],
 )
-def test_reductions(fn):
-    check_op([(2, 3, 4)], fn)
+def test_reductions(fn, device):
+    check_op([(2, 3, 4)], fn, device=device)
 
 
-def test_max_ties_share_gradient_like_torch():
-    check_op([Values([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]])], lambda lib, x: x.max() + x.amax(1).sum(), gradcheck=False)
+def test_max_ties_share_gradient_like_torch(device):
+    check_op([Values([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]])], lambda lib, x: x.max() + x.amax(1).sum(), gradcheck=False, device=device)
 
 
-def test_max_with_dim_sends_gradient_to_index_like_torch():
-    check_op([Values([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]])], lambda lib, x: x.max(1).values, gradcheck=False)
+def test_max_with_dim_sends_gradient_to_index_like_torch(device):
+    check_op([Values([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]])], lambda lib, x: x.max(1).values, gradcheck=False, device=device)
 
 
 @pytest.mark.parametrize(
@@ -153,8 +153,8 @@ def test_max_with_dim_sends_gradient_to_index_like_torch():
         lambda lib, x: x.amax(1),
     ],
 )
-def test_empty_reductions(fn):
-    check_op([(0, 3)], fn, gradcheck=False)
+def test_empty_reductions(fn, device):
+    check_op([(0, 3)], fn, gradcheck=False, device=device)
 
 
 def test_argmax_argmin_match_torch():
@@ -194,8 +194,8 @@ def test_argmax_argmin_match_torch():
         lambda lib, x: lib.transpose(x, 0, 1) + 0,
     ],
 )
-def test_shape_ops(fn):
-    check_op([(2, 3, 4)], fn)
+def test_shape_ops(fn, device):
+    check_op([(2, 3, 4)], fn, device=device)
 
 
 @pytest.mark.parametrize(
@@ -212,14 +212,14 @@ def test_shape_ops(fn):
     ],
     ids=str,
 )
-def test_getitem(index):
-    check_op([(2, 3, 4)], lambda lib, x: x[index])
+def test_getitem(index, device):
+    check_op([(2, 3, 4)], lambda lib, x: x[index], device=device)
 
 
-def test_getitem_boolean_mask():
+def test_getitem_boolean_mask(device):
     mask = np.random.default_rng(1).random((3, 4)) > 0.5
-    check_op([(3, 4), Const(mask)], lambda lib, x, m: x[m] * 2)
-    check_op([(3, 4)], lambda lib, x: x[x > 0])
+    check_op([(3, 4), Const(mask)], lambda lib, x, m: x[m] * 2, device=device)
+    check_op([(3, 4)], lambda lib, x: x[x > 0], device=device)
 
 
 @pytest.mark.parametrize(
@@ -232,13 +232,13 @@ def test_getitem_boolean_mask():
     ],
     ids=str,
 )
-def test_cat(shapes, dim):
-    check_op(shapes, lambda lib, *xs: lib.cat(list(xs), dim))
+def test_cat(shapes, dim, device):
+    check_op(shapes, lambda lib, *xs: lib.cat(list(xs), dim), device=device)
 
 
 @pytest.mark.parametrize("dim", [0, 1, 2, -1])
-def test_stack(dim):
-    check_op([(2, 3), (2, 3), (2, 3)], lambda lib, *xs: lib.stack(xs, dim))
+def test_stack(dim, device):
+    check_op([(2, 3), (2, 3), (2, 3)], lambda lib, *xs: lib.stack(xs, dim), device=device)
 
 
 @pytest.mark.parametrize(
@@ -254,30 +254,30 @@ def test_stack(dim):
     ],
     ids=str,
 )
-def test_pad(pad, mode):
-    check_op([(2, 3, 4, 5)], lambda lib, x: lib.nn.functional.pad(x, pad, mode=mode))
+def test_pad(pad, mode, device):
+    check_op([(2, 3, 4, 5)], lambda lib, x: lib.nn.functional.pad(x, pad, mode=mode), device=device)
 
 
-def test_pad_value():
-    check_op([(3, 4)], lambda lib, x: lib.nn.functional.pad(x, (1, 1, 2, 0), value=-1.5))
+def test_pad_value(device):
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.pad(x, (1, 1, 2, 0), value=-1.5), device=device)
 
 
-def test_gather():
+def test_gather(device):
     index = np.array([[0, 2, 2], [1, 0, 3]])
-    check_op([(2, 4), Const(index)], lambda lib, x, i: lib.gather(x, 1, i))
-    check_op([(3, 3), Const(index[:, :3] % 3)], lambda lib, x, i: x.gather(0, i))
+    check_op([(2, 4), Const(index)], lambda lib, x, i: lib.gather(x, 1, i), device=device)
+    check_op([(3, 3), Const(index[:, :3] % 3)], lambda lib, x, i: x.gather(0, i), device=device)
 
 
 # ---------------------------------------------------------------- softmax and losses
 @pytest.mark.parametrize("dim", [0, 1, -1])
-def test_softmax(dim):
-    check_op([(3, 4, 5)], lambda lib, x: lib.nn.functional.softmax(x, dim))
-    check_op([(3, 4, 5)], lambda lib, x: lib.nn.functional.log_softmax(x, dim))
-    check_op([(3, 4, 5)], lambda lib, x: x.softmax(dim) * x.log_softmax(dim))
+def test_softmax(dim, device):
+    check_op([(3, 4, 5)], lambda lib, x: lib.nn.functional.softmax(x, dim), device=device)
+    check_op([(3, 4, 5)], lambda lib, x: lib.nn.functional.log_softmax(x, dim), device=device)
+    check_op([(3, 4, 5)], lambda lib, x: x.softmax(dim) * x.log_softmax(dim), device=device)
 
 
-def test_softmax_large_logits_stay_finite():
-    check_op([Values([[1000.0, 0.0, -1000.0]])], lambda lib, x: x.log_softmax(1) + x.softmax(1), gradcheck=False)
+def test_softmax_large_logits_stay_finite(device):
+    check_op([Values([[1000.0, 0.0, -1000.0]])], lambda lib, x: x.log_softmax(1) + x.softmax(1), gradcheck=False, device=device)
 
 
 def _targets(shape, classes, ignore=None, seed=0):
@@ -304,51 +304,48 @@ CE = [
 
 
 @pytest.mark.parametrize("shape, target, kwargs", CE, ids=lambda v: str(getattr(v, "shape", v)))
-def test_cross_entropy(shape, target, kwargs):
-    check_op([shape, Const(target)], lambda lib, x, t: lib.nn.functional.cross_entropy(x, t, **kwargs))
+def test_cross_entropy(shape, target, kwargs, device):
+    check_op([shape, Const(target)], lambda lib, x, t: lib.nn.functional.cross_entropy(x, t, **kwargs), device=device)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_class_weights(reduction):
+def test_cross_entropy_class_weights(reduction, device):
     weight = np.array([0.2, 1.0, 3.0, 0.5])
     target = _targets((2, 3, 5), 4, ignore=255)
     check_op(
         [(2, 4, 3, 5), Const(target), Const(weight)],
-        lambda lib, x, t, w: lib.nn.functional.cross_entropy(x, t, weight=w, ignore_index=255, reduction=reduction),
-    )
+        lambda lib, x, t, w: lib.nn.functional.cross_entropy(x, t, weight=w, ignore_index=255, reduction=reduction), device=device)
 
 
-def test_cross_entropy_probability_targets():
+def test_cross_entropy_probability_targets(device):
     p = np.random.default_rng(2).dirichlet(np.ones(4), size=(3, 2)).transpose(0, 2, 1)
-    check_op([(3, 4, 2), Const(p)], lambda lib, x, t: lib.nn.functional.cross_entropy(x, t))
-    check_op([(3, 4, 2), Const(p), Const([1.0, 2.0, 0.5, 1.0])], lambda lib, x, t, w: lib.nn.functional.cross_entropy(x, t, w))
+    check_op([(3, 4, 2), Const(p)], lambda lib, x, t: lib.nn.functional.cross_entropy(x, t), device=device)
+    check_op([(3, 4, 2), Const(p), Const([1.0, 2.0, 0.5, 1.0])], lambda lib, x, t, w: lib.nn.functional.cross_entropy(x, t, w), device=device)
 
 
-def test_cross_entropy_all_ignored_is_nan_like_torch():
+def test_cross_entropy_all_ignored_is_nan_like_torch(device):
     target = np.full((2, 3), 255)
     check_op(
         [(2, 4, 3), Const(target)],
         lambda lib, x, t: lib.nn.functional.cross_entropy(x, t, ignore_index=255),
-        gradcheck=False,
-    )
+        gradcheck=False, device=device)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_nll_loss(reduction):
+def test_nll_loss(reduction, device):
     target = _targets((4, 3), 5, ignore=-100)
     check_op(
         [(4, 5, 3), Const(target)],
-        lambda lib, x, t: lib.nn.functional.nll_loss(lib.nn.functional.log_softmax(x, 1), t, reduction=reduction),
-    )
+        lambda lib, x, t: lib.nn.functional.nll_loss(lib.nn.functional.log_softmax(x, 1), t, reduction=reduction), device=device)
 
 
-def test_where():
+def test_where(device):
     cond = np.random.default_rng(4).random((3, 4)) > 0.5
-    check_op([Const(cond), (3, 4), (4,)], lambda lib, c, a, b: lib.where(c, a, b))
+    check_op([Const(cond), (3, 4), (4,)], lambda lib, c, a, b: lib.where(c, a, b), device=device)
 
 
-def test_axis_is_an_alias_of_dim():
-    check_op([(2, 3, 4)], lambda lib, x: x.sum(axis=1).sum() * x.mean(axis=(0, 2), keepdim=True))
+def test_axis_is_an_alias_of_dim(device):
+    check_op([(2, 3, 4)], lambda lib, x: x.sum(axis=1).sum() * x.mean(axis=(0, 2), keepdim=True), device=device)
 
 
 # ---------------------------------------------------------------- dropout: random, so checked by its properties
@@ -375,7 +372,7 @@ def test_dropout_gradcheck_with_a_fixed_mask():
     minidl.gradcheck(fn, [minidl.randn(4, 6, requires_grad=True)])
 
 
-def test_dropout_is_the_identity_when_not_training_like_torch():
-    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 0.5, training=False))
-    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 0.0) * 2)
-    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 1.0) + x, gradcheck=False)
+def test_dropout_is_the_identity_when_not_training_like_torch(device):
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 0.5, training=False), device=device)
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 0.0) * 2, device=device)
+    check_op([(3, 4)], lambda lib, x: lib.nn.functional.dropout(x, 1.0) + x, gradcheck=False, device=device)

@@ -51,8 +51,8 @@ def compiled(request):
 # ---------------------------------------------------------------- max_pool2d
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("kernel, stride, padding, dilation", _grid([1, 2, 3]), ids=str)
-def test_max_pool2d_grid(compiled, kernel, stride, padding, dilation, ceil_mode):
-    check_op([SIZE], lambda lib, x: lib.nn.functional.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode))
+def test_max_pool2d_grid(compiled, kernel, stride, padding, dilation, ceil_mode, device):
+    check_op([SIZE], lambda lib, x: lib.nn.functional.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode), device=device)
 
 
 @pytest.mark.parametrize(
@@ -68,12 +68,12 @@ def test_max_pool2d_grid(compiled, kernel, stride, padding, dilation, ceil_mode)
     ],
     ids=str,
 )
-def test_max_pool2d_shapes(compiled, shape, args):
-    check_op([shape], lambda lib, x: lib.nn.functional.max_pool2d(x, *args))
+def test_max_pool2d_shapes(compiled, shape, args, device):
+    check_op([shape], lambda lib, x: lib.nn.functional.max_pool2d(x, *args), device=device)
 
 
-def test_max_pool2d_unbatched(compiled):
-    check_op([(2, 5, 5)], lambda lib, x: lib.nn.functional.max_pool2d(x, 2, 1, 1))
+def test_max_pool2d_unbatched(compiled, device):
+    check_op([(2, 5, 5)], lambda lib, x: lib.nn.functional.max_pool2d(x, 2, 1, 1), device=device)
 
 
 def _ties(shape, levels=3, seed=0):
@@ -84,17 +84,17 @@ def _ties(shape, levels=3, seed=0):
 @pytest.mark.parametrize(
     "args", [(3, 1, 1), (2, 1), (3, 2, 1, 2), ((2, 3), (1, 2), (1, 0), 1, True), (3, 3, 1, 1, True)], ids=str
 )
-def test_max_pool2d_ties_go_to_the_first_maximum(compiled, args):
-    check_op([_ties((2, 3, 7, 7))], lambda lib, x: lib.nn.functional.max_pool2d(x, *args), gradcheck=False)
-    check_op([Values(np.ones((1, 2, 5, 6)))], lambda lib, x: lib.nn.functional.max_pool2d(x, *args), gradcheck=False)
+def test_max_pool2d_ties_go_to_the_first_maximum(compiled, args, device):
+    check_op([_ties((2, 3, 7, 7))], lambda lib, x: lib.nn.functional.max_pool2d(x, *args), gradcheck=False, device=device)
+    check_op([Values(np.ones((1, 2, 5, 6)))], lambda lib, x: lib.nn.functional.max_pool2d(x, *args), gradcheck=False, device=device)
 
 
-def test_max_pool2d_nan_and_infinity(compiled):
+def test_max_pool2d_nan_and_infinity(compiled, device):
     x = np.random.default_rng(0).uniform(-1, 1, (1, 2, 6, 6))
     x[0, 0, 1, 1] = x[0, 0, 1, 2] = x[0, 1, 4, 4] = np.nan  # NaN propagates; of two, torch keeps the last
     x[0, 1, :3, :3] = -np.inf  # windows of only -inf keep their first in-bounds pixel
     for args in [(3, 1, 1), (2, 2), (3, 2, 1, 2, True)]:
-        check_op([Values(x)], lambda lib, x: lib.nn.functional.max_pool2d(x, *args), gradcheck=False)
+        check_op([Values(x)], lambda lib, x: lib.nn.functional.max_pool2d(x, *args), gradcheck=False, device=device)
         _assert_same_indices(x, lambda lib, x: lib.nn.functional.max_pool2d(x, *args, return_indices=True))
 
 
@@ -108,13 +108,13 @@ def _assert_same_indices(x, fn):
 @pytest.mark.parametrize(
     "args", [(3, 2, 1), (2, 1, 0, 2), ((2, 3), 2, (1, 1), (3, 1), True), (3, 3, 1, 1, True)], ids=str
 )
-def test_max_pool2d_return_indices(compiled, args):
+def test_max_pool2d_return_indices(compiled, args, device):
     pool = lambda lib, x: lib.nn.functional.max_pool2d(x, *args, return_indices=True)  # noqa: E731
     ties = _ties((2, 3, 7, 8)).array
     for x in [np.random.default_rng(1).standard_normal((2, 3, 7, 8)), ties, ties[0]]:  # the last unbatched
         _assert_same_indices(x, pool)
     # the values that come with the indices still carry the gradient
-    check_op([(1, 2, 6, 7)], lambda lib, x: lib.nn.functional.max_pool2d(x, *args, return_indices=True)[0])
+    check_op([(1, 2, 6, 7)], lambda lib, x: lib.nn.functional.max_pool2d(x, *args, return_indices=True)[0], device=device)
 
 
 def test_max_pool2d_window_wholly_in_padding(compiled):
@@ -172,10 +172,9 @@ def test_compiled_kernel_on_many_threads():
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("kernel, stride, padding, dilation", _grid([1]), ids=str)
-def test_avg_pool2d_grid(kernel, stride, padding, dilation, ceil_mode, count_include_pad):
+def test_avg_pool2d_grid(kernel, stride, padding, dilation, ceil_mode, count_include_pad, device):
     check_op(
-        [SIZE], lambda lib, x: lib.nn.functional.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad)
-    )
+        [SIZE], lambda lib, x: lib.nn.functional.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad), device=device)
 
 
 @pytest.mark.parametrize(
@@ -187,8 +186,8 @@ def test_avg_pool2d_grid(kernel, stride, padding, dilation, ceil_mode, count_inc
     ],
     ids=str,
 )
-def test_avg_pool2d_divisor_override(args):
-    check_op([SIZE], lambda lib, x: lib.nn.functional.avg_pool2d(x, **args))
+def test_avg_pool2d_divisor_override(args, device):
+    check_op([SIZE], lambda lib, x: lib.nn.functional.avg_pool2d(x, **args), device=device)
 
 
 @pytest.mark.parametrize(
@@ -203,8 +202,8 @@ def test_avg_pool2d_divisor_override(args):
     ],
     ids=str,
 )
-def test_avg_pool2d_shapes(shape, args):
-    check_op([shape], lambda lib, x: lib.nn.functional.avg_pool2d(x, *args))
+def test_avg_pool2d_shapes(shape, args, device):
+    check_op([shape], lambda lib, x: lib.nn.functional.avg_pool2d(x, *args), device=device)
 
 
 # ---------------------------------------------------------------- adaptive pooling
@@ -224,19 +223,19 @@ ADAPTIVE = [
 
 
 @pytest.mark.parametrize("shape, size", ADAPTIVE, ids=str)
-def test_adaptive_avg_pool2d(shape, size):
-    check_op([shape], lambda lib, x: lib.nn.functional.adaptive_avg_pool2d(x, size))
+def test_adaptive_avg_pool2d(shape, size, device):
+    check_op([shape], lambda lib, x: lib.nn.functional.adaptive_avg_pool2d(x, size), device=device)
 
 
 @pytest.mark.parametrize("shape, size", ADAPTIVE, ids=str)
-def test_adaptive_max_pool2d(shape, size):
-    check_op([shape], lambda lib, x: lib.nn.functional.adaptive_max_pool2d(x, size))
+def test_adaptive_max_pool2d(shape, size, device):
+    check_op([shape], lambda lib, x: lib.nn.functional.adaptive_max_pool2d(x, size), device=device)
 
 
 @pytest.mark.parametrize("size", [1, 3, (2, 4), (9, 8)], ids=str)
-def test_adaptive_max_pool2d_ties_and_indices(size):
+def test_adaptive_max_pool2d_ties_and_indices(size, device):
     x = _ties((2, 3, 7, 6))
-    check_op([x], lambda lib, x: lib.nn.functional.adaptive_max_pool2d(x, size), gradcheck=False)
+    check_op([x], lambda lib, x: lib.nn.functional.adaptive_max_pool2d(x, size), gradcheck=False, device=device)
     _assert_same_indices(x.array, lambda lib, x: lib.nn.functional.adaptive_max_pool2d(x, size, return_indices=True))
 
 

@@ -19,6 +19,7 @@ matrix product over channels at every pixel. Depthwise convolutions
 """
 import contextlib
 import functools
+from types import SimpleNamespace
 
 from minidl import kernels
 from minidl.backend import get_array_module
@@ -84,19 +85,16 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     return padded[:, :, ph : ph + h, pw : pw + w]
 
 
-def _compiled(array):
-    """The compiled conv kernels for array's device, or None inside ``minidl.kernels.disabled()``."""
-    return kernels.for_array(array, "conv")
+# the readable versions under the kernel modules' names, so the op calls either alike
+_READABLE = SimpleNamespace(im2col=im2col, col2im=col2im)
 
 
 def _unfold(x, *geometry):
-    compiled = _compiled(x)
-    return (compiled.im2col if compiled else im2col)(x, *geometry)
+    return kernels.for_array(x, "conv", _READABLE).im2col(x, *geometry)
 
 
 def _fold(cols, input_shape, *geometry):
-    compiled = _compiled(cols)
-    return (compiled.col2im if compiled else col2im)(cols, input_shape, *geometry)
+    return kernels.for_array(cols, "conv", _READABLE).col2im(cols, input_shape, *geometry)
 
 
 # ---------------------------------------------------------------- the Functions

@@ -112,16 +112,29 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, g):
         a, b, y = ctx.saved
-        xp = get_array_module(y)
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            # b * a**(b-1), written so that a = 0 with b >= 1 gives a finite value
-            ga = unbroadcast(g * b * xp.where(b == 0, 0, a ** (b - 1)), _shape(a))
+            ga = unbroadcast(g * b * _power_below(a, b), _shape(a))
         if ctx.needs_input_grad[1]:
-            # d/db a**b = a**b * log(a); PyTorch takes it as 0 where a = 0 and b >= 0
-            log_a = xp.log(xp.where(a == 0, 1, a)).astype(y.dtype, copy=False)
-            gb = unbroadcast(g * y * log_a, _shape(b))
+            gb = unbroadcast(g * y * _log_base(a, y.dtype), _shape(b))
         return ga, gb
+
+
+# Either side of a ** b may be a Python number. A test on a number is decided here, on the host: a
+# number's comparison is a Python bool, which NumPy's ``where`` takes and CuPy's does not.
+def _power_below(a, b):
+    """a ** (b - 1), taken as 0 where b = 0, so that a = 0 with b = 0 gives a finite b·a**(b-1)."""
+    if np.isscalar(b):
+        return 0 if b == 0 else a ** (b - 1)
+    return get_array_module(b).where(b == 0, 0, a ** (b - 1))
+
+
+def _log_base(a, dtype):
+    """log(a) for d(a**b)/db = a**b · log(a), taken as 0 where a = 0 (PyTorch's rule)."""
+    if np.isscalar(a):
+        return 0 if a == 0 else float(np.log(a))
+    xp = get_array_module(a)
+    return xp.log(xp.where(a == 0, 1, a)).astype(dtype, copy=False)
 
 
 class Exp(Function):

@@ -19,6 +19,7 @@ whole row, where PyTorch keeps it in place; gathers keep the work and the
 dtype (integer label maps) to what each output pixel really reads.
 """
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -121,11 +122,23 @@ def _scatter(g, taps, axis, in_size):
     return grad
 
 
-def _compiled(x, taps):
-    """The bilinear kernel module for x's device, or None for the readable array code."""
+def _resize(x, h_taps, w_taps):
+    return _gather(_gather(x, w_taps, axis=3), h_taps, axis=2)
+
+
+def _resize_backward(g, h_taps, w_taps, in_size):
+    return _scatter(_scatter(g, h_taps, 2, in_size[0]), w_taps, 3, in_size[1])
+
+
+# the readable versions under the kernel modules' names, so the op calls either alike
+_READABLE = SimpleNamespace(bilinear_forward=_resize, bilinear_backward=_resize_backward)
+
+
+def _implementation(x, taps):
+    """The bilinear kernels for x's device, or the readable array code (which also does 'nearest')."""
     if len(taps) != 2 or x.dtype not in (np.float32, np.float64):
-        return None
-    return kernels.for_array(x, "interpolate")
+        return _READABLE
+    return kernels.for_array(x, "interpolate", _READABLE)
 
 
 class Resize(Function):
@@ -134,18 +147,12 @@ class Resize(Function):
     @staticmethod
     def forward(ctx, x, h_taps, w_taps):
         ctx.taps, ctx.in_size = (h_taps, w_taps), x.shape[2:]
-        compiled = _compiled(x, h_taps)
-        if compiled is not None:
-            return compiled.bilinear_forward(x, h_taps, w_taps)
-        return _gather(_gather(x, w_taps, axis=3), h_taps, axis=2)
+        return _implementation(x, h_taps).bilinear_forward(x, h_taps, w_taps)
 
     @staticmethod
     def backward(ctx, g):
-        (h_taps, w_taps), (in_h, in_w) = ctx.taps, ctx.in_size
-        compiled = _compiled(g, h_taps)
-        if compiled is not None:
-            return compiled.bilinear_backward(g, h_taps, w_taps, ctx.in_size)
-        return _scatter(_scatter(g, h_taps, 2, in_h), w_taps, 3, in_w)
+        h_taps, w_taps = ctx.taps
+        return _implementation(g, h_taps).bilinear_backward(g, h_taps, w_taps, ctx.in_size)
 
 
 # ------------------------------------------------------------ the public function

@@ -42,7 +42,7 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g.transpose(np.argsort(ctx.dims)), None
+        return g.transpose(np.argsort(ctx.dims).tolist()), None  # axes as Python ints, as CuPy takes them
 
 
 class Expand(Function):
@@ -102,7 +102,7 @@ class Cat(Function):
     @staticmethod
     def backward(ctx, g):
         xp = get_array_module(g)
-        return tuple(xp.split(g, np.cumsum(ctx.sizes)[:-1], axis=ctx.axis))
+        return tuple(xp.split(g, np.cumsum(ctx.sizes)[:-1].tolist(), axis=ctx.axis))
 
 
 class Stack(Function):

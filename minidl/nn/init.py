@@ -13,6 +13,7 @@ fan_in = in/groups * kh * kw.
 """
 import math
 
+from minidl import backend
 from minidl.backend import get_array_module
 from minidl.tensor import random_module
 
@@ -58,7 +59,8 @@ def _calculate_correct_fan(tensor, mode):
 def _fill(tensor, draw):
     """Write ``draw(generator, shape)`` into the tensor's array, in place, in its dtype."""
     xp = get_array_module(tensor.data)
-    tensor.data[...] = draw(random_module(xp), tensor.shape)
+    with backend.on_device_of(tensor.data):
+        tensor.data[...] = draw(random_module(xp), tensor.shape)
     return tensor
 
 

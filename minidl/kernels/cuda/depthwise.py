@@ -12,7 +12,7 @@ import numba
 from numba import cuda
 
 from minidl.backend import get_array_module
-from minidl.kernels.cuda.common import divide, launch, window_position
+from minidl.kernels.cuda.common import divide, grid, launch, window_position
 
 THREADS = 128  # threads per block of the weight-gradient reduction: a power of two
 
@@ -106,5 +106,5 @@ def grad_weight(x, grad, weight_shape, stride, padding, dilation):
     xp = get_array_module(x)
     gw = xp.empty(weight_shape, dtype=x.dtype)
     x, grad = xp.ascontiguousarray(x), xp.ascontiguousarray(grad)
-    _grad_weight[gw.size, THREADS](x, grad, gw, *stride, *padding, *dilation)
+    grid(_grad_weight, gw.size, THREADS, x, grad, gw, *stride, *padding, *dilation)
     return gw
