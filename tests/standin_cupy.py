@@ -43,6 +43,7 @@ class counts:
 # ------------------------------------------------------------------ devices, streams
 class _Current:
     device = 0
+    stream = None  # None: the null stream
 
 
 class Device:
@@ -78,15 +79,18 @@ class Stream:
 
     def __init__(self, non_blocking=False):
         self.ptr = id(self)
+        self._previous = []
 
     def synchronize(self):
         counts.host_waits += 1
 
     def __enter__(self):
+        self._previous.append(_Current.stream)
+        _Current.stream = self
         return self
 
     def __exit__(self, *exc):
-        pass
+        _Current.stream = self._previous.pop()
 
 
 Stream.null = Stream()
@@ -94,7 +98,7 @@ Stream.null.ptr = 0
 
 
 def _get_current_stream():
-    return Stream.null
+    return _Current.stream or Stream.null
 
 
 def _device_synchronize():

@@ -60,11 +60,14 @@ def nets():
     ((0.5, 0.75, 1.0, 1.25, 1.5), True, "mean", None),  # DeepLab v3
     ((1.0, 0.6), True, "max", 4),  # padded to a multiple of 4
 ])
-def test_multi_scale_matches_torch(nets, scales, flip, fusion, stride):
+def test_multi_scale_matches_torch(nets, scales, flip, fusion, stride, device):
     ours, theirs = nets
+    ours.to(device)
     images = np.random.default_rng(1).standard_normal((2, 3, 13, 11))
     expected = torch_multi_scale(theirs, torch.tensor(images), scales, flip, fusion, stride).numpy()
-    got = multi_scale_predict(ours, images, scales=scales, flip=flip, fusion=fusion, stride=stride)
+    got = multi_scale_predict(ours, minidl.tensor(images, device=device), scales=scales, flip=flip, fusion=fusion,
+                              stride=stride)
+    assert got.device == device
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-10)
     np.testing.assert_allclose(got.numpy().sum(1), 1.0, atol=1e-10)  # probabilities
 

@@ -31,8 +31,8 @@ def test_short_training_lowers_the_loss(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["deeplabv2", "deeplabv3", "deeplabv3plus"])
-def test_resume_continues_exactly(tmp_path, monkeypatch, model):
-    whole, _ = train(tiny(tmp_path / "whole", model=model))
+def test_resume_continues_exactly(tmp_path, monkeypatch, model, device):
+    whole, _ = train(tiny(tmp_path / "whole", model=model, device=device))
     log = training._log
 
     def interrupt_after_3(out, record):  # the process dies after the checkpoint at iteration 3
@@ -42,9 +42,9 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, model):
 
     monkeypatch.setattr(training, "_log", interrupt_after_3)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path / "resumed", model=model))
+        train(tiny(tmp_path / "resumed", model=model, device=device))
     monkeypatch.setattr(training, "_log", log)
-    resumed, _ = train(tiny(tmp_path / "resumed", model=model), resume=True)
+    resumed, _ = train(tiny(tmp_path / "resumed", model=model, device=device), resume=True)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert [r["loss"] for r in read_log(tmp_path / "whole")] == [r["loss"] for r in read_log(tmp_path / "resumed")]

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from minidl import kernels
-from minidl.backend import get_array_module, scatter_add
+from minidl.backend import get_array_module, on_device_of, scatter_add
 from minidl.tensor import Function
 
 __all__ = ["interpolate"]
@@ -217,9 +217,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     in_hw = input.shape[2:]
     out_hw, scales = _output_size(in_hw, size, scale_factor, recompute_scale_factor)
     xp = get_array_module(input.data)
-    h_taps, w_taps = (
-        tuple((xp.asarray(index), None if weight is None else xp.asarray(weight))
-              for index, weight in _taps(mode, n_in, n_out, bool(align_corners), scale, input.dtype))
-        for n_in, n_out, scale in zip(in_hw, out_hw, scales)
-    )
+    with on_device_of(input.data):  # the taps go where the input is
+        h_taps, w_taps = (
+            tuple((xp.asarray(index), None if weight is None else xp.asarray(weight))
+                  for index, weight in _taps(mode, n_in, n_out, bool(align_corners), scale, input.dtype))
+            for n_in, n_out, scale in zip(in_hw, out_hw, scales)
+        )
     return Resize.apply(input, h_taps=h_taps, w_taps=w_taps)

@@ -8,7 +8,7 @@ count it is averaged over.
 """
 import numpy as np
 
-from minidl.backend import get_array_module
+from minidl.backend import get_array_module, on_device_of
 from minidl.functional.shape import normalize_dim
 from minidl.tensor import Function, Tensor
 
@@ -102,13 +102,14 @@ def _check_class_target(op, input, target, weight, ignore_index):
         )
     classes = input.shape[1]
     xp = get_array_module(target)
-    bad = ((target < 0) | (target >= classes)) & (target != ignore_index)
-    if bool(bad.any()):
-        found = sorted(set(int(v) for v in xp.unique(target[bad])[:5].tolist()))
-        raise ValueError(
-            f"{op}: target holds class ids outside [0, {classes}) that are not ignore_index={ignore_index}: "
-            f"found {found}"
-        )
+    with on_device_of(target):
+        bad = ((target < 0) | (target >= classes)) & (target != ignore_index)
+        if bool(bad.any()):
+            found = sorted(set(int(v) for v in xp.unique(target[bad])[:5].tolist()))
+            raise ValueError(
+                f"{op}: target holds class ids outside [0, {classes}) that are not ignore_index={ignore_index}: "
+                f"found {found}"
+            )
     if weight is not None and tuple(weight.shape) != (classes,):
         raise ValueError(f"{op}: weight must have shape ({classes},), one per class, got {tuple(weight.shape)}")
 

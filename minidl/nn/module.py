@@ -81,7 +81,10 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        # a forward's own array work (a batch counter, say) runs on its input's GPU, as its ops do
+        first = next((a.data for a in args if isinstance(a, Tensor)), None)
+        with backend.on_device_of(first):
+            return self.forward(*args, **kwargs)
 
     # ------------------------------------------------------------ registration
     def _registry(self, what):

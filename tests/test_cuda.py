@@ -1,0 +1,280 @@
+"""Device 'cuda' beyond the op-parity tests: the kernels' fallback, GPUs other than the first, random
+numbers, launches without host waits, and the library's CPU-only corners on CuPy arrays.
+
+These run on the CuPy stand-in (tests/standin_cupy.py) by default and on a real GPU with
+MINIDL_TEST_CUDA=cupy (benchmarks/gpu.sh). The parity tests of every op, layer and model, training with
+resume and multi-scale evaluation run on 'cuda' too, through their ``device`` parameter.
+"""
+import importlib.abc
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import standin_cupy
+from helpers import Const, check_op
+
+import minidl
+import minidl.nn.functional as F
+from minidl import backend, kernels
+from minidl.crf import dense_crf
+from minidl.metrics import SegmentationMetrics
+
+on_standin = pytest.mark.skipif(sys.modules.get("cupy") is not standin_cupy,
+                                reason="needs the CuPy stand-in (its two GPUs, its counters)")
+
+# One case per op family that has CUDA kernels or CuPy-specific array code.
+OPS = {
+    "conv2d": ([(2, 3, 7, 6), (4, 3, 3, 3), (4,)], lambda lib, x, w, b: lib.nn.functional.conv2d(
+        x, w, b, stride=2, padding=2, dilation=2)),
+    "depthwise": ([(2, 3, 6, 6), (3, 1, 3, 3)], lambda lib, x, w: lib.nn.functional.conv2d(
+        x, w, padding=2, dilation=2, groups=3)),
+    "bilinear": ([(2, 3, 5, 4)], lambda lib, x: lib.nn.functional.interpolate(
+        x, size=(9, 7), mode="bilinear", align_corners=False)),
+    "batch_norm": ([(4, 3, 5, 5), (3,), (3,)], lambda lib, x, w, b: lib.nn.functional.batch_norm(
+        x, None, None, w, b, training=True)),
+    "max_pool": ([(2, 3, 7, 7)], lambda lib, x: lib.nn.functional.max_pool2d(x, 3, stride=2, padding=1)),
+    "cross_entropy": ([(2, 4, 3, 3), Const(np.array([[[0, 1, 255], [3, 2, 1], [0, 0, 255]]] * 2))],
+                      lambda lib, x, t: lib.nn.functional.cross_entropy(x, t, ignore_index=255)),
+    "pow": ([(3, 4)], lambda lib, x: 2.0 ** x + x ** 2 + x.abs() ** 0.5),
+}
+
+
+@pytest.fixture
+def fresh_kernels():
+    """Forget whether the CUDA kernels failed before, and forget it again afterwards."""
+    kernels._forget_cuda_failure()
+    yield
+    kernels._forget_cuda_failure()
+
+
+class _BrokenNumbaCuda(importlib.abc.MetaPathFinder):
+    """Makes ``import numba.cuda`` fail as numba-cuda 0.30.4 does beside NumPy 2.5."""
+
+    def find_spec(self, name, path, target=None):
+        if name == "numba.cuda" or name.startswith("numba.cuda."):
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return None
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_matches_torch_when_numba_cuda_cannot_be_imported(op, fresh_kernels, monkeypatch, recwarn):
+    for name in [m for m in sys.modules if m.startswith(("numba.cuda", "minidl.kernels.cuda"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenNumbaCuda()] + sys.meta_path)
+    inputs, fn = OPS[op]
+    check_op(inputs, fn, device="cuda", gradcheck=False)
+    check_op(inputs, fn, device="cuda", gradcheck=False)  # a second time: no second warning
+    warned = [w for w in recwarn if issubclass(w.category, kernels.KernelsUnavailableWarning)]
+    if op in ("conv2d", "depthwise", "bilinear"):  # the ops that have CUDA kernels
+        assert len(warned) == 1, [str(w.message) for w in warned]
+        message = str(warned[0].message)
+        assert "row_stack" in message and "numba-cuda" in message and "numpy" in message
+        assert isinstance(kernels.cuda_failure(), AttributeError)
+    else:
+        assert not warned
+
+
+def test_a_kernel_that_fails_to_compile_falls_back_once(fresh_kernels, monkeypatch, recwarn):
+    from numba.core.errors import TypingError
+
+    from minidl.kernels.cuda import conv as cuda_conv
+
+    def fails_to_compile(*args):
+        raise TypingError("Cannot determine Numba type of <class 'object'>")
+
+    monkeypatch.setattr(cuda_conv, "im2col", fails_to_compile)
+    inputs, fn = OPS["conv2d"]
+    check_op(inputs, fn, device="cuda", gradcheck=False)
+    check_op(inputs, fn, device="cuda", gradcheck=False)
+    warned = [w for w in recwarn if issubclass(w.category, kernels.KernelsUnavailableWarning)]
+    assert len(warned) == 1 and "TypingError" in str(warned[0].message)
+
+
+def test_an_error_of_our_own_is_not_hidden_by_the_fallback(fresh_kernels, monkeypatch):
+    from minidl.kernels.cuda import conv as cuda_conv
+
+    def buggy(*args):
+        raise IndexError("a bug in the wrapper")
+
+    monkeypatch.setattr(cuda_conv, "im2col", buggy)
+    inputs, fn = OPS["conv2d"]
+    with pytest.raises(IndexError, match="a bug in the wrapper"):
+        check_op(inputs, fn, device="cuda", gradcheck=False)
+
+
+@pytest.mark.parametrize("value, devices", [("off", ()), ("cpu", ("cpu",)), ("cuda", ("cuda",)), ("on", ("cpu", "cuda"))])
+def test_minidl_kernels_chooses_the_devices_for_a_whole_run(value, devices):
+    code = "import minidl.kernels as k; print(','.join(k._State.devices))"
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MINIDL_KERNELS": value},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ",".join(devices)
+
+
+def test_minidl_kernels_refuses_an_unknown_value():
+    result = subprocess.run([sys.executable, "-c", "import minidl"], env={**os.environ, "MINIDL_KERNELS": "gpu"},
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "MINIDL_KERNELS must be one of" in result.stderr
+
+
+# ---------------------------------------------------------------- random numbers
+def _dropout_mask():
+    x = minidl.ones(4, 64, device="cuda")
+    return (F.dropout(x, 0.5, training=True).numpy() > 0)
+
+
+def test_manual_seed_seeds_the_gpu_before_cupy_is_first_used(monkeypatch):
+    cupy = sys.modules["cupy"]
+    monkeypatch.delitem(sys.modules, "cupy")
+    minidl.manual_seed(5)  # CuPy not loaded yet, as when train() seeds a fresh process
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    first = _dropout_mask()
+    minidl.manual_seed(5)
+    np.testing.assert_array_equal(_dropout_mask(), first)
+    minidl.manual_seed(6)
+    assert (_dropout_mask() != first).any()
+    assert 0.4 < first.mean() < 0.6
+
+
+def test_rng_state_restores_the_gpu_stream_exactly():
+    _dropout_mask()
+    state = minidl.get_rng_state()
+    expected = _dropout_mask()
+    _dropout_mask()
+    minidl.set_rng_state(state)
+    np.testing.assert_array_equal(_dropout_mask(), expected)
+
+
+def test_a_cpu_only_rng_state_from_an_older_checkpoint_still_loads():
+    numpy_state = minidl.get_rng_state()["numpy"]
+    expected = minidl.randn(3).numpy()
+    minidl.set_rng_state(numpy_state)
+    np.testing.assert_array_equal(minidl.randn(3).numpy(), expected)
+
+
+def test_gpu_uniform_and_normal_draws_have_their_distributions():
+    from minidl.tensor import CounterGenerator
+
+    rng = CounterGenerator(seed=1)
+    u = backend.to_numpy(rng.uniform(-2.0, 3.0, (200_000,)))
+    n = backend.to_numpy(rng.normal(1.0, 2.0, (200_000,)))
+    assert u.min() >= -2.0 and u.max() < 3.0 and abs(u.mean() - 0.5) < 0.02 and abs(u.var() - 25 / 12) < 0.03
+    assert abs(n.mean() - 1.0) < 0.02 and abs(n.std() - 2.0) < 0.02
+    assert abs(np.mean(np.abs(n - 1.0) < 2.0) - 0.6827) < 0.005  # one standard deviation
+    assert rng.offset == 3 * 200_000  # uniform draws once, normal twice
+
+
+# ---------------------------------------------------------------- GPUs other than the first
+@on_standin
+@pytest.mark.parametrize("model", ["deeplabv2", "deeplabv3plus"])
+def test_a_training_step_on_cuda_1_computes_on_gpu_1(model):
+    from minidl.train import TrainConfig, build_model, segmentation_loss
+
+    config = TrainConfig(model=model, backbone="resnet_small", head_channels=8, num_classes=3, device="cuda:1")
+    net = build_model(config).to(config.device)
+    optimizer = minidl.optim.Adam(net.parameters(), lr=0.01)
+    images = minidl.randn(2, 3, 33, 33, device="cuda:1")
+    labels = minidl.randint(0, 3, (2, 33, 33), device="cuda:1")
+    loss = segmentation_loss(net, images, labels, config.loss_on)
+    loss.backward()
+    optimizer.step()
+    assert str(loss.device) == "cuda:1"
+    arrays = [p.data for p in net.parameters()] + [p.grad.data for p in net.parameters()]
+    arrays += [b.data for b in net.buffers()]
+    arrays += [v for s in optimizer.state.values() for v in s.values() if backend.is_cupy_array(v)]
+    assert {a.device.id for a in arrays} == {1}
+    assert sys.modules["cupy"].cuda.Device().id == 0  # the current GPU is left as it was
+
+
+@on_standin
+def test_computing_on_a_gpu_that_is_not_current_fails_in_the_stand_in():
+    """The stand-in's rule that the test above relies on: it refuses work on another GPU's arrays."""
+    cupy = sys.modules["cupy"]
+    with cupy.cuda.Device(1):
+        a = cupy.ones(3)
+    with pytest.raises(ValueError, match=r"resides \(1\) is different from the current device \(0\)"):
+        a + 1
+
+
+# ---------------------------------------------------------------- launches without host waits
+class _RecordingNumba:
+    """Stands in for ``numba.cuda`` in kernels/cuda/common.py: records how kernels are launched."""
+
+    def __init__(self):
+        self.conversions, self.launches = [], []
+
+    def as_cuda_array(self, array, sync=True):
+        self.conversions.append(sync)
+        return array
+
+    def external_stream(self, pointer):
+        return ("external", pointer)
+
+    def default_stream(self):
+        return ("default", 0)
+
+    def kernel(self, *arguments):
+        pass
+
+    def __getitem__(self, configuration):  # kernel[blocks, threads, stream]
+        self.launches.append(configuration)
+        return self.kernel
+
+
+def test_kernels_launch_on_cupys_current_stream_without_a_wait_per_argument(monkeypatch):
+    pytest.importorskip("numba.cuda")
+    from numba import config
+
+    if config.ENABLE_CUDASIM:
+        pytest.skip("the simulator has no streams and no CUDA array interface to convert")
+    from minidl.kernels.cuda import common
+
+    numba_cuda = _RecordingNumba()
+    monkeypatch.setattr(common, "cuda", numba_cuda)
+    monkeypatch.setattr(common, "_streams", {})
+    cupy = sys.modules["cupy"]
+    a, b = cupy.ones(5), cupy.zeros(5)
+    common.launch(numba_cuda, a, a, b, 3, 1.5)
+    stream = cupy.cuda.Stream()
+    with stream:
+        common.grid(numba_cuda, 2, 32, a, b)
+    assert numba_cuda.conversions == [False] * 4  # every array argument, none of them waiting
+    assert [launch[2] for launch in numba_cuda.launches] == [("default", 0), ("external", stream.ptr)]
+
+
+# ---------------------------------------------------------------- the CPU-only corners, given GPU tensors
+def test_crf_takes_probabilities_on_cuda():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    probs = F.softmax(minidl.randn(3, 12, 10), 0)
+    on_gpu = dense_crf(image, probs.to("cuda"), iterations=3)
+    np.testing.assert_array_equal(on_gpu, dense_crf(image, probs, iterations=3))
+
+
+def test_metrics_take_predictions_and_labels_on_cuda():
+    rng = np.random.default_rng(0)
+    pred, label = rng.integers(0, 3, (2, 5, 5)), rng.integers(0, 3, (2, 5, 5))
+    label[0, 0] = 255
+    expected, metrics = SegmentationMetrics(3), SegmentationMetrics(3)
+    expected.update(pred, label)
+    metrics.update(minidl.tensor(pred, device="cuda"), minidl.tensor(label, device="cuda"))
+    np.testing.assert_array_equal(metrics.confusion_matrix, expected.confusion_matrix)
+
+
+def test_checkpoints_of_a_cuda_model_hold_numpy_and_load_back_onto_cuda(tmp_path):
+    from minidl import io
+
+    net = minidl.nn.Sequential(minidl.nn.Conv2d(3, 4, 3), minidl.nn.BatchNorm2d(4)).to("cuda")
+    optimizer = minidl.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(minidl.randn(2, 3, 5, 5, device="cuda")).sum().backward()
+    optimizer.step()
+    io.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": minidl.get_rng_state()},
+            tmp_path / "checkpoint.npz")
+    state = io.load(tmp_path / "checkpoint.npz")
+    restored = minidl.nn.Sequential(minidl.nn.Conv2d(3, 4, 3), minidl.nn.BatchNorm2d(4)).to("cuda")
+    restored.load_state_dict(state["model"])
+    for (name, a), (_, b) in zip(net.state_dict().items(), restored.state_dict().items()):
+        assert isinstance(a, np.ndarray)
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert all(p.device == "cuda" for p in restored.parameters())
