@@ -57,12 +57,12 @@ def tiny_model(lib, name, output_stride=16, **options):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("output_stride", [8, 16])
-def test_models_match_reference(name, output_stride):
-    check_module(lambda lib: tiny_model(lib, name, output_stride), (2, 3, 33, 33), steps=1)
+def test_models_match_reference(name, output_stride, device):
+    check_module(lambda lib: tiny_model(lib, name, output_stride), (2, 3, 33, 33), steps=1, device=device)
 
 
-def test_dense_v3plus_matches_reference():
-    check_module(lambda lib: tiny_model(lib, "DeepLabV3Plus", separable=False), (2, 3, 33, 33), steps=1)
+def test_dense_v3plus_matches_reference(device):
+    check_module(lambda lib: tiny_model(lib, "DeepLabV3Plus", separable=False), (2, 3, 33, 33), steps=1, device=device)
 
 
 def _loss_gradients(model, lib, images, labels):
@@ -122,11 +122,11 @@ def test_output_stride_switch_keeps_weights_and_equals_a_model_built_there(name)
     np.testing.assert_array_equal(model(images).data, built(images).data)
 
 
-def test_output_stride_switch_matches_reference():
+def test_output_stride_switch_matches_reference(device):
     def switched(lib):
         return tiny_model(lib, "DeepLabV3", output_stride=16).set_output_stride(8)
 
-    check_module(switched, (2, 3, 33, 33), modes=("eval",), steps=1)
+    check_module(switched, (2, 3, 33, 33), modes=("eval",), steps=1, device=device)
 
 
 def test_output_stride_switch_leaves_the_random_stream_alone():
@@ -227,8 +227,8 @@ def factory(lib, name, **options):
 
 
 @pytest.mark.parametrize("name, options", FACTORY_CASES)
-def test_factories_match_reference(name, options):
-    check_module(lambda lib: factory(lib, name, **options), (2, 3, 33, 33), steps=1)
+def test_factories_match_reference(name, options, device):
+    check_module(lambda lib: factory(lib, name, **options), (2, 3, 33, 33), steps=1, device=device)
 
 
 def test_cross_entropy_gradients_through_resnet_match_reference():

@@ -455,18 +455,6 @@ def test_init_errors():
 
 
 # ---------------------------------------------------------------- GPU (CuPy), where there is one
-def _has_gpu():
-    try:
-        minidl.backend.cupy()
-        return True
-    except RuntimeError:
-        return False
-
-
-requires_gpu = pytest.mark.skipif(not _has_gpu(), reason="needs CuPy and a GPU")
-
-
-@requires_gpu
 def test_cuda_round_trip(nets):
     ours, theirs = nets
     weight = ours.body[0].weight

@@ -6,7 +6,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_nn import requires_gpu
 
 import minidl
 from minidl import nn, optim
@@ -244,7 +243,6 @@ def test_load_state_dict_checks_the_groups():
         optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1).load_state_dict(saved)
 
 
-@requires_gpu
 @pytest.mark.parametrize("make", [OPTIMIZERS["sgd-deeplab"], OPTIMIZERS["adam-amsgrad-weight-decay"]])
 def test_cuda_matches_torch_and_resumes(make):
     ours, theirs = make_params(minidl), make_params(torch)

@@ -1,0 +1,159 @@
+"""One training step of a DeepLab v3+, minidl against its PyTorch twin with the same weights, each in its own process.
+
+    python benchmarks/train_step.py --device cuda                 # both models, both frameworks
+    python benchmarks/train_step.py --device cuda --kernels off   # minidl with its CUDA kernels switched off
+    python benchmarks/train_step.py --device cpu --models main --steps 5
+
+Models: ``main`` is the main job's v3+ (resnet_small, 64-channel head, 7 classes) at 16 × 97²;
+``mobilenet`` is v3+ MobileNetV2 (256-channel head, 21 classes) at 8 × 321². A step is forward, the
+cross-entropy on upsampled logits, backward and Adam's update, in float32. The table gives the median
+milliseconds per step after warm-up (each step bracketed by a device synchronisation), the peak memory
+and the ratio minidl / PyTorch. Nothing here asserts a speed: record the table, with its command, in
+benchmarks/RESULTS.md.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+MODELS = {
+    "main": dict(backbone="resnet_small", head_channels=64, num_classes=7, batch=16, size=97),
+    "mobilenet": dict(backbone="mobilenetv2", head_channels=256, num_classes=21, batch=8, size=321),
+}
+
+
+def _batch(spec):
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((spec["batch"], 3, spec["size"], spec["size"])).astype(np.float32)
+    labels = rng.integers(0, spec["num_classes"], (spec["batch"], spec["size"], spec["size"]))
+    return images, labels
+
+
+def _twin(spec):
+    import reference.models.deeplab as twins
+
+    return twins.deeplabv3plus(backbone=spec["backbone"], num_classes=spec["num_classes"],
+                               head_channels=spec["head_channels"])
+
+
+def _time_steps(step, synchronize, steps):
+    step()  # warm-up: compilation, allocation, lazy initialisation
+    step()
+    times = []
+    for _ in range(steps):
+        synchronize()
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def run_torch(spec, weights, device, steps):
+    import torch
+    import torch.nn.functional as F
+
+    model = _twin(spec).to(device)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(weights).items()})
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images, labels = (torch.from_numpy(a).to(device) for a in _batch(spec))
+
+    def step():
+        loss = F.cross_entropy(model(images), labels, ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    ms = _time_steps(step, synchronize, steps)
+    peak = torch.cuda.max_memory_reserved() if device == "cuda" else None
+    return {"ms": ms, "peak_bytes": peak}
+
+
+def run_minidl(spec, weights, device, steps):
+    import minidl
+    from minidl import backend, optim
+    from minidl.models import deeplabv3plus
+    from minidl.train import segmentation_loss
+
+    model = deeplabv3plus(backbone=spec["backbone"], num_classes=spec["num_classes"],
+                          head_channels=spec["head_channels"])
+    model.load_state_dict(dict(np.load(weights).items()))
+    model.to(device).train()
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    images, labels = (minidl.tensor(a, device=device) for a in _batch(spec))
+
+    def step():
+        loss = segmentation_loss(model, images, labels, "upsampled_logits")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    synchronize = backend.cupy().cuda.Device().synchronize if device == "cuda" else (lambda: None)
+    ms = _time_steps(step, synchronize, steps)
+    peak = backend.cupy().get_default_memory_pool().total_bytes() if device == "cuda" else None
+    return {"ms": ms, "peak_bytes": peak}
+
+
+def _side(args):
+    """One framework, one model, in this process: print its result as JSON."""
+    run = run_torch if args.side == "torch" else run_minidl
+    print(json.dumps(run(MODELS[args.models], args.weights, args.device, args.steps)))
+
+
+def _in_own_process(side, model, weights, args):
+    command = [sys.executable, __file__, "--side", side, "--models", model, "--weights", weights,
+               "--device", args.device, "--steps", str(args.steps)]
+    env = {**os.environ, "MINIDL_KERNELS": "cpu" if args.kernels == "off" else "on"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _megabytes(n):
+    return "–" if n is None else f"{n / 2**20:.0f} MB"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    p.add_argument("--models", default="main,mobilenet", help="comma-separated: " + ", ".join(MODELS))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--kernels", default="on", choices=["on", "off"], help="minidl's CUDA kernels (MINIDL_KERNELS)")
+    p.add_argument("--side", choices=["minidl", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.side:
+        return _side(args)
+    import torch
+
+    print(f"# train step, device {args.device}, float32, Adam, median of {args.steps} steps after 2 warm-up, "
+          f"minidl kernels {args.kernels}, torch {torch.__version__}")
+    print("| model, batch | minidl ms | PyTorch ms | minidl / PyTorch | minidl peak | PyTorch peak |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        spec = MODELS[name]
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as folder:
+            weights = os.path.join(folder, "weights.npz")
+            np.savez(weights, **{k: v.numpy() for k, v in _twin(spec).state_dict().items()})
+            ours, theirs = (_in_own_process(side, name, weights, args) for side in ("minidl", "torch"))
+        label = f"{name} ({spec['backbone']}, {spec['head_channels']}-ch head), {spec['batch']} × {spec['size']}²"
+        if "error" in ours or "error" in theirs:
+            print(f"| {label} | {ours.get('error', '')} | {theirs.get('error', '')} | | | |")
+            continue
+        print(f"| {label} | {ours['ms']:.1f} | {theirs['ms']:.1f} | {ours['ms'] / theirs['ms']:.2f} | "
+              f"{_megabytes(ours['peak_bytes'])} | {_megabytes(theirs['peak_bytes'])} |")
+
+
+if __name__ == "__main__":
+    main()
