@@ -39,3 +39,26 @@ def device(request):
 def _seeded():
     """Every test starts from the same random state, so a failure can be rerun exactly."""
     minidl.manual_seed(0)
+
+
+_OUTCOMES = {}  # (device, outcome) -> count, for the summary below
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    device = getattr(item, "callspec", None) and item.callspec.params.get("device")
+    if device and (report.when == "call" or report.outcome != "passed"):
+        key = (device, report.outcome)
+        _OUTCOMES[key] = _OUTCOMES.get(key, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how the tests that run on both devices fared on each, and what 'cuda' was."""
+    backend = "the CuPy stand-in, tests/standin_cupy.py" if CUDA_BACKEND == "standin" else "real CuPy"
+    for device in DEVICES:
+        counts = {o: n for (d, o), n in _OUTCOMES.items() if d == device}
+        if counts:
+            summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+            where = f" ({backend})" if device == "cuda" else ""
+            terminalreporter.write_line(f"tests on device '{device}'{where}: {summary}")

@@ -60,8 +60,11 @@ class _BrokenNumbaCuda(importlib.abc.MetaPathFinder):
 
 @pytest.mark.parametrize("op", OPS)
 def test_every_op_matches_torch_when_numba_cuda_cannot_be_imported(op, fresh_kernels, monkeypatch, recwarn):
+    import numba
+
     for name in [m for m in sys.modules if m.startswith(("numba.cuda", "minidl.kernels.cuda"))]:
         monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr(numba, "cuda", raising=False)  # else `from numba import cuda` finds it there
     monkeypatch.setattr(sys, "meta_path", [_BrokenNumbaCuda()] + sys.meta_path)
     inputs, fn = OPS[op]
     check_op(inputs, fn, device="cuda", gradcheck=False)
