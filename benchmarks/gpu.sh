@@ -50,7 +50,7 @@ EOF
 )"
 
 section "The 'cuda' tests on real CuPy" "MINIDL_TEST_CUDA=cupy $PY -m pytest -q -k cuda tests"
-MINIDL_TEST_CUDA=cupy run 120 $PY -m pytest -q -k cuda tests -p no:cacheprovider
+MINIDL_TEST_CUDA=cupy run 180 $PY -m pytest -q -k cuda tests -p no:cacheprovider
 
 section "Ops, forward + backward, minidl / PyTorch" "$PY benchmarks/ops.py --device cuda --repeat 5"
 run 60 $PY benchmarks/ops.py --device cuda --repeat 5
