@@ -148,6 +148,28 @@ def test_command_line_train_eval_predict(tmp_path, capsys):
     assert overlay.size == (50, 40)
 
 
+def test_resuming_a_finished_run_says_so_and_reports_its_last_evaluation(tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["train", "--backbone", "resnet_small", "--iters", "2", "--batch-size", "2", "--crop-size", "33",
+                 "--head-channels", "8", "--train-size", "4", "--eval-every", "1", "--out", str(out)]
+    assert main(arguments) == 0
+    evaluated = [r for r in read_log(out) if "miou" in r]
+    before = (out / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main(arguments + ["--resume"]) == 0  # crashed in cli._report on the metrics train returned: None
+    printed = capsys.readouterr().out
+    assert "the run is complete (2 iterations of 2)" in printed
+    assert f"mIoU {evaluated[-1]['miou']:.4f}   pixel accuracy {evaluated[-1]['pixel_accuracy']:.4f}" in printed
+    assert (out / "checkpoint.npz").read_bytes() == before and len(read_log(out)) == 2
+
+
+def test_settings_that_cannot_build_a_model_leave_no_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--backbone", "resnet9000", "--out", str(out)]) == 1
+    assert "resnet9000" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_command_line_rejects_a_backwards_scale_range(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--random-scale", "2,0.5"])
