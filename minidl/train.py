@@ -235,8 +235,7 @@ def train(config, resume=False):
     scheduler = optim.PolyLR(optimizer, max_iters=config.iterations, power=config.poly_power)
     start = _resume(config, model, optimizer, scheduler) if resume else 0
     if start >= config.iterations:
-        print(f"{config.out}: the run is complete ({start} iterations of {config.iterations}); nothing left to train")
-        return model, last_evaluation(config.out)
+        return model, finished_run(config, start)
     start_run_folder(config, resume)
     loader = build_loader(config, train_set, stats)
     model.train()
@@ -247,28 +246,47 @@ def train(config, resume=False):
     for iteration, (images, labels) in bar:
         loss = segmentation_loss(model, images, labels, config.loss_on)
         value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"the loss became {value} at iteration {iteration + 1}; training stopped. The last good "
-                f"checkpoint, {_checkpoint_path(config.out)}, was left as it was (lower --lr?)"
-            )
+        check_finite(value, iteration + 1, config.out)
         lr = scheduler.get_last_lr()[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         scheduler.step()
         done = iteration + 1
-        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
-        record = {"iteration": done, "loss": value, "lr": lr, "seconds": round(time.perf_counter() - clock, 3)}
-        if done % config.eval_every == 0 or done == config.iterations:
+        record = iteration_record(bar, done, value, lr, clock)
+        if due(done, config.eval_every, config.iterations):
             last_metrics = evaluate(model, val_set, stats, device=config.device)
             model.train()
             record.update(miou=last_metrics["miou"], pixel_accuracy=last_metrics["pixel_accuracy"])
         _log(config.out, record)
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        if due(done, config.checkpoint_every, config.iterations):
             _save(config.out, model, optimizer, scheduler, done, config)
     plot_curves(config.out)
     return model, last_metrics
+
+
+def check_finite(value, iteration, out):
+    """Stop with ``TrainingDiverged`` if the loss of ``iteration`` (counted from 1) is NaN or infinite."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"the loss became {value} at iteration {iteration}; training stopped. The last good "
+                               f"checkpoint, {_checkpoint_path(out)}, was left as it was (lower --lr?)")
+
+
+def iteration_record(bar, done, value, lr, clock):
+    """The log line of iteration ``done`` (counted from 1), whose loss and lr also go on the progress bar."""
+    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+    return {"iteration": done, "loss": value, "lr": lr, "seconds": round(time.perf_counter() - clock, 3)}
+
+
+def due(done, every, iterations):
+    """Whether an evaluation (or checkpoint) every ``every`` iterations falls after iteration ``done``."""
+    return done % every == 0 or done == iterations
+
+
+def finished_run(config, iteration):
+    """Say that the run in ``config.out`` has nothing left to train; the metrics of its last evaluation."""
+    print(f"{config.out}: the run is complete ({iteration} iterations of {config.iterations}); nothing left to train")
+    return last_evaluation(config.out)
 
 
 # Settings that change where or how visibly a run happens, not the weights it ends with (evaluation

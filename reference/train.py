@@ -21,7 +21,6 @@ On one process resuming is exact; on N, rank 0's random generator is kept, so dr
 """
 import argparse
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -39,8 +38,9 @@ from minidl import io, optim
 from minidl.cli import add_train_arguments, config_from_args, report_run
 from minidl.data import eval_transform
 from minidl.metrics import SegmentationMetrics
-from minidl.train import (IGNORE_INDEX, TrainingDiverged, build_datasets, build_loader, last_evaluation,
-                          load_checkpoint_to_resume, model_arguments, plot_curves, start_run_folder)
+from minidl.train import (IGNORE_INDEX, build_datasets, build_loader, check_finite, due, finished_run,
+                          iteration_record, load_checkpoint_to_resume, model_arguments, plot_curves,
+                          start_run_folder)
 from minidl.train import _checkpoint_path, _log, _truncate_log
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -333,9 +333,7 @@ def train(config, resume_run=False, amp=None, sync_bn=None, dtype=torch.float32)
     if processes.rank > 0:  # dropout masks of their own; rank 0 draws as one process would
         torch.manual_seed(config.seed * 1000 + processes.rank)
     if start >= config.iterations:
-        if processes.writes:
-            print(f"{config.out}: the run is complete ({start} iterations of {config.iterations}); nothing left")
-        return model, last_evaluation(config.out) if processes.writes else None
+        return model, finished_run(config, start) if processes.writes else None
     if processes.writes:
         start_run_folder(config, resume_run)
     net = ScoreMaps(model, config.loss_on)
@@ -355,10 +353,8 @@ def train(config, resume_run=False, amp=None, sync_bn=None, dtype=torch.float32)
         images, labels = images.to(processes.device, dtype), labels.to(processes.device)
         with autocast():
             scores = net(images)
-        loss, value = global_loss(scores, labels, processes)
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss became {value} at iteration {iteration + 1}; training stopped. The "
-                                   f"last good checkpoint, {_checkpoint_path(config.out)}, was left as it was")
+        loss, value = global_loss(scores, labels, processes)  # the same on every process: all stop together
+        check_finite(value, iteration + 1, config.out)
         lr = scheduler.get_last_lr()[0]
         optimizer.zero_grad()
         scaler.scale(loss).backward()
@@ -366,14 +362,13 @@ def train(config, resume_run=False, amp=None, sync_bn=None, dtype=torch.float32)
         scaler.update()
         scheduler.step()
         done = iteration + 1
-        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
-        record = {"iteration": done, "loss": value, "lr": lr, "seconds": round(time.perf_counter() - clock, 3)}
-        if done % config.eval_every == 0 or done == config.iterations:
+        record = iteration_record(bar, done, value, lr, clock)
+        if due(done, config.eval_every, config.iterations):
             metrics = evaluate(model, val_set, stats, processes, autocast)
             record.update(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"])
         if processes.writes:
             _log(config.out, record)
-            if done % config.checkpoint_every == 0 or done == config.iterations:
+            if due(done, config.checkpoint_every, config.iterations):
                 save(config.out, model, optimizer, scheduler, scaler, done, config)
     if processes.writes:
         plot_curves(config.out)
