@@ -328,7 +328,11 @@ def load_checkpoint_to_resume(config):
     path = _checkpoint_path(config.out)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    return io.load(path)
+    state = io.load(path)
+    if "optimizer" not in state:
+        raise ValueError(f"--resume: {path} holds a model's weights but no training state (optimizer, "
+                         "schedule) to continue from")
+    return state
 
 
 def _resume(config, model, optimizer, scheduler):

@@ -192,8 +192,11 @@ def batch_stream(config, train_set, stats, processes, start):
                          f"{processes.world_size} processes")
     loader = build_loader(config, train_set, stats)
     sampler = EpochOrderSampler(loader, processes.world_size, processes.rank)
+    # a generator of its own: each epoch's iterator draws a seed from it, which from torch's global generator
+    # would shift the dropout masks of a resumed run
     batches = DataLoader(EpochItems(loader), batch_size=sampler.per_process, sampler=sampler, drop_last=True,
-                         num_workers=config.workers, pin_memory=processes.device.type == "cuda")
+                         num_workers=config.workers, pin_memory=processes.device.type == "cuda",
+                         generator=torch.Generator().manual_seed(config.seed))
     epoch, batch = loader.position(start)
     while True:
         sampler.set_epoch(epoch, batch)

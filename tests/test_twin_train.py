@@ -61,6 +61,29 @@ def test_torchrun_two_processes_take_the_steps_of_one_and_only_rank_0_writes(tmp
     assert read_log(written)[-1]["miou"] == pytest.approx(read_log(tmp_path / "one")[-1]["miou"], abs=1e-12)
 
 
+def test_a_twin_run_resumed_on_one_process_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """DeepLab v3+ has dropout: the resumed run must restore torch's generator as well as the weights,
+    the optimiser and the schedule."""
+    run = [*TINY, "--model", "deeplabv3plus", "--optimizer", "adam", "--lr", "0.001"]
+    assert twin.main(arguments(tmp_path / "whole", *run, iters=4, batch=2, every=2)) == 0
+    log = twin._log
+
+    def stop_after_2(out, record):
+        log(out, record)
+        if record["iteration"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(twin, "_log", stop_after_2)
+    with pytest.raises(KeyboardInterrupt):
+        twin.main(arguments(tmp_path / "resumed", *run, iters=4, batch=2, every=2))
+    monkeypatch.undo()
+    assert twin.main([*arguments(tmp_path / "resumed", *run, iters=4, batch=2, every=2), "--resume"]) == 0
+    whole, resumed = io.load(tmp_path / "whole" / "checkpoint.npz"), io.load(tmp_path / "resumed" / "checkpoint.npz")
+    for key, weights in whole["model"].items():
+        np.testing.assert_array_equal(resumed["model"][key], weights, err_msg=key)
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "whole")
+
+
 def test_a_twin_run_is_evaluated_by_minidl_and_resumed_by_minidl_train(tmp_path, capsys):
     out = tmp_path / "run"
     assert twin.main(arguments(out, *TINY, "--model", "deeplabv3plus", iters=2, every=2)) == 0
