@@ -43,9 +43,10 @@ def test_torchrun_two_processes_take_the_steps_of_one_and_only_rank_0_writes(tmp
         for rank in (0, 1):
             (tmp_path / name / f"rank{rank}").mkdir(parents=True)
         command = f'cd rank$RANK && exec {shlex.quote(sys.executable)} -m reference.train {shlex.join(run + extra)}'
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "--no-python", "sh", "-c", command], cwd=tmp_path / name, check=True, capture_output=True,
-                       env={**os.environ, "PYTHONPATH": ROOT})
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "--no-python", "sh", "-c", command], cwd=tmp_path / name, capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": ROOT})
+        assert done.returncode == 0, done.stderr[-3000:]
         assert list((tmp_path / name / "rank1").iterdir()) == []
     written = tmp_path / "sync" / "rank0" / "run"
     assert sorted(os.listdir(written)) == ["checkpoint.npz", "config.json", "curves.png", "metrics.jsonl"]
