@@ -13,8 +13,8 @@ and ``minidl train --resume`` read it, and this trainer resumes minidl's runs), 
         --data voc:VOCdevkit/VOC2012 --train-split train_aug --batch-size 16 --crop-size 513 ... --device cuda
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the model runs in ``DistributedDataParallel`` (``gloo`` on the CPU,
-``nccl`` on CUDA) with ``SyncBatchNorm`` (``--no-sync-bn`` turns it off; on the CPU, where PyTorch's runs
-not, ``CPUSyncBatchNorm`` computes the same statistics); ``--batch-size`` is the global
+``nccl`` on CUDA) with ``SyncBatchNorm`` (``--no-sync-bn`` turns it off; on the CPU, where PyTorch's does
+not run, ``CPUSyncBatchNorm`` computes the same statistics); ``--batch-size`` is the global
 batch, each process taking an equal share of every batch through a ``DistributedSampler`` whose epoch
 advances; the loss is the mean over the global batch's labelled pixels, so N processes take the steps one
 process would; the validation confusion matrix is summed over the processes; only rank 0 writes files.
