@@ -33,6 +33,19 @@ def losses(out):
     return [r["loss"] for r in read_log(out)]
 
 
+def dies_after_checkpoint(monkeypatch, trainer, iteration):
+    """Make the training loop of ``trainer`` (minidl.train or reference.train) die once it has logged the
+    iteration after its checkpoint at ``iteration``."""
+    log = trainer._log
+
+    def log_then_die(out, record):
+        log(out, record)
+        if record["iteration"] == iteration + 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_log", log_then_die)
+
+
 def test_torchrun_two_processes_take_the_steps_of_one_and_only_rank_0_writes(tmp_path):
     """Each rank starts in a folder of its own and writes by a relative path: what rank 1 wrote would be
     in rank1/. Without SyncBatchNorm the two halves of each batch have their own statistics, and the
@@ -68,14 +81,7 @@ def test_a_twin_run_resumed_on_one_process_ends_exactly_as_an_uninterrupted_one(
     the optimiser and the schedule."""
     run = [*TINY, "--model", "deeplabv3plus", "--optimizer", "adam", "--lr", "0.001"]
     assert twin.main(arguments(tmp_path / "whole", *run, iters=4, batch=2, every=2)) == 0
-    log = twin._log
-
-    def stop_after_2(out, record):
-        log(out, record)
-        if record["iteration"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(twin, "_log", stop_after_2)
+    dies_after_checkpoint(monkeypatch, twin, 2)
     with pytest.raises(KeyboardInterrupt):
         twin.main(arguments(tmp_path / "resumed", *run, iters=4, batch=2, every=2))
     monkeypatch.undo()
@@ -105,14 +111,7 @@ def test_a_minidl_run_resumed_by_the_twin_continues_its_loss_curve(tmp_path, mon
     """minidl trains 3 of 6 iterations and stops; the twin resumes from its checkpoint (weights, momentum,
     schedule) on the same batches; its losses follow those of minidl's uninterrupted run."""
     assert main(["train", *arguments(tmp_path / "whole", *V2, iters=6)]) == 0
-    log = training._log
-
-    def stop_after_3(out, record):
-        log(out, record)
-        if record["iteration"] == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "_log", stop_after_3)
+    dies_after_checkpoint(monkeypatch, training, 3)
     with pytest.raises(KeyboardInterrupt):
         main(["train", *arguments(tmp_path / "resumed", *V2, iters=6)])
     monkeypatch.undo()
