@@ -6,8 +6,14 @@
     minidl eval runs/NAME/checkpoint.npz --scales 0.5,0.75,1,1.25,1.5 --flip --crf
     minidl predict runs/NAME/checkpoint.npz photo.jpg --crf          a colour overlay PNG
     minidl demo                     a tiny network learns a toy segmentation (the autograd at work)
+    minidl export runs/NAME/checkpoint.npz model.pt                 a plain PyTorch state_dict
+    minidl import model.pt runs/NAME/checkpoint.npz --model ... --backbone ...   the reverse (torchvision's too)
+
+``python -m reference.train`` takes the arguments of ``minidl train`` and trains the PyTorch twin, on one
+process or many (``torchrun``), into the same run folder and checkpoint format.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -212,7 +218,8 @@ def main_job(iterations, out, device="cpu", backbone="resnet_small", seed=0):
 
 
 # ---------------------------------------------------------------- argument parsing
-def _add_train_arguments(p):
+def add_train_arguments(p):
+    """The arguments of ``minidl train``, which ``python -m reference.train`` shares."""
     from minidl.train import TrainConfig
 
     defaults = TrainConfig()
@@ -220,8 +227,12 @@ def _add_train_arguments(p):
     p.add_argument("--backbone", default=defaults.backbone)
     p.add_argument("--output-stride", type=int, default=defaults.output_stride, choices=[8, 16, 32])
     p.add_argument("--head-channels", type=int, default=defaults.head_channels, help="ASPP/decoder width (v3, v3+)")
-    p.add_argument("--data", default=defaults.data, help="'synthetic' or 'voc:PATH' (a Pascal VOC-format folder)")
-    p.add_argument("--num-classes", type=int, default=None, help="default: 7 for synthetic, 21 for VOC")
+    p.add_argument("--data", default=defaults.data,
+                   help="'synthetic', 'voc:PATH' (a Pascal VOC-format folder) or 'folder:PATH' (images/ and masks/)")
+    p.add_argument("--train-split", default=defaults.train_split,
+                   help="the training list of VOC or folder data (VOC: train_aug reads SegmentationClassAug/)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="default: 7 for synthetic, 21 for VOC; required for folder data")
     p.add_argument("--iters", type=int, default=defaults.iterations)
     p.add_argument("--train-size", type=int, default=defaults.train_size,
                    help="synthetic training images (made once, then reused); ignored for VOC")
@@ -242,13 +253,16 @@ def _add_train_arguments(p):
     p.add_argument("--resume", action="store_true", help="continue exactly from the run folder's checkpoint")
 
 
-def _train(args):
-    from minidl.train import TrainConfig, train
+def config_from_args(args):
+    """The ``TrainConfig`` that parsed training arguments (``add_train_arguments``) describe."""
+    from minidl.train import TrainConfig
 
+    if args.num_classes is None and args.data.startswith("folder:"):
+        raise ValueError("--data folder:PATH needs --num-classes (the number of classes its masks hold)")
     num_classes = args.num_classes or (7 if args.data == "synthetic" else 21)
-    config = TrainConfig(
+    return TrainConfig(
         model=args.model, backbone=args.backbone, output_stride=args.output_stride, data=args.data,
-        head_channels=args.head_channels,
+        train_split=args.train_split, head_channels=args.head_channels,
         num_classes=num_classes, iterations=args.iters, train_size=args.train_size, batch_size=args.batch_size,
         image_size=args.crop_size,
         random_scale=args.random_scale,
@@ -256,9 +270,20 @@ def _train(args):
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
         out=args.out or os.path.join("runs", args.model), device=args.device, seed=args.seed, workers=args.workers,
     )
+
+
+def _train(args):
+    from minidl.train import train
+
+    config = config_from_args(args)
     _, metrics = train(config, resume=args.resume)
-    print(_report("validation", metrics))
-    print(f"checkpoint, metrics.jsonl and curves.png in {config.out}")
+    print(report_run(config.out, metrics))
+
+
+def report_run(out, metrics):
+    """What ``minidl train`` (and the twin) say at the end of a run."""
+    evaluated = _report("validation", metrics) if metrics else "validation: no evaluation in the log"
+    return f"{evaluated}\ncheckpoint, metrics.jsonl and curves.png in {out}"
 
 
 def _eval(args):
@@ -282,6 +307,68 @@ def _predict(args):
     print(f"wrote {out} (classes found: {found})")
 
 
+def _export(args):
+    from minidl import io
+
+    state = io.load(args.checkpoint)
+    weights = state["model"] if isinstance(state.get("model"), dict) else state
+    export_state_dict(weights, args.output)
+    print(f"wrote {args.output}: {len(weights)} tensors (torch.load(path, weights_only=True) reads them)")
+
+
+def export_state_dict(weights, path):
+    """Write a state_dict of arrays as PyTorch's ``torch.save`` does, atomically, as torch tensors only."""
+    import torch  # only here: nothing else in minidl imports torch
+
+    from minidl import io
+
+    tensors = io.to_torch_state_dict(weights, as_tensor=torch.from_numpy)
+    io.write_atomically(os.fspath(path), lambda file: torch.save(tensors, file))
+
+
+def _import(args):
+    import torch  # only here: nothing else in minidl imports torch
+
+    from minidl import io
+    from minidl.train import build_model
+
+    try:
+        state = torch.load(args.state_dict, map_location="cpu", weights_only=True)
+    except Exception as e:  # a missing file, or one torch cannot read without unpickling code
+        raise ValueError(f"cannot read {args.state_dict} with torch.load(weights_only=True): {e}") from None
+    weights = io.from_torch_state_dict(_unwrapped(state))
+    if any(key.startswith("classifier.0.convs.") for key in weights):
+        model = _torchvision_model(weights)
+        model.load_state_dict(weights)
+        io.save(model, args.output)
+        print(f"wrote {args.output}: torchvision's {type(model).__name__} weights "
+              "(minidl.models.deeplabv3_resnet50/101(...).load_state_dict(minidl.io.load(path)))")
+        return
+    config = config_from_args(args)
+    model = build_model(config)
+    model.load_state_dict(weights)
+    io.save({"model": model.state_dict(), "config": dataclasses.asdict(config), "iteration": 0}, args.output)
+    print(f"wrote {args.output}: {config.model} ({config.backbone}); minidl eval and predict read it")
+
+
+def _unwrapped(state):
+    """The state_dict inside a checkpoint that wraps it as {'model': ...} or {'state_dict': ...}."""
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            return state[key]
+    return state
+
+
+def _torchvision_model(weights):
+    """The minidl twin of the torchvision DeepLabV3 whose weights these are (depth, classes, aux head)."""
+    from minidl.models import torchvision_compat
+
+    depth = "resnet101" if "backbone.layer3.22.conv1.weight" in weights else "resnet50"
+    factory = getattr(torchvision_compat, f"deeplabv3_{depth}")
+    return factory(num_classes=weights["classifier.4.weight"].shape[0],
+                   aux_loss=any(key.startswith("aux_classifier.") for key in weights))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="minidl", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -293,7 +380,16 @@ def build_parser():
     run.add_argument("--backbone", default="resnet_small")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
-    _add_train_arguments(commands.add_parser("train", help="train a DeepLab model"))
+    add_train_arguments(commands.add_parser("train", help="train a DeepLab model"))
+    export = commands.add_parser("export", help="write a checkpoint's model as a plain PyTorch state_dict (.pt)")
+    export.add_argument("checkpoint")
+    export.add_argument("output", help="the .pt file to write (torch.load(..., weights_only=True) reads it)")
+    imported = commands.add_parser("import", help="a PyTorch state_dict (minidl export's, or torchvision's "
+                                                  "DeepLabV3) as a minidl checkpoint; the model is described "
+                                                  "by minidl train's arguments")
+    imported.add_argument("state_dict", help="a .pt/.pth file of a state_dict (or of {'model': state_dict})")
+    imported.add_argument("output", help="the minidl checkpoint to write (.npz)")
+    add_train_arguments(imported)
 
     for name, text in (("eval", "evaluate a checkpoint on its validation data"),
                        ("predict", "segment an image and write a colour overlay PNG")):
@@ -329,6 +425,10 @@ def main(argv=None):
             _eval(args)
         elif args.command == "predict":
             _predict(args)
+        elif args.command == "export":
+            _export(args)
+        elif args.command == "import":
+            _import(args)
         else:
             demo(args.size, args.iterations, args.lr, args.seed)
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # errors a user can cause: say them plainly

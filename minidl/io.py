@@ -95,7 +95,7 @@ def _decode(node, archive):
 
 
 # ---------------------------------------------------------------- saving
-def _write_atomically(path, write):
+def write_atomically(path, write):
     """Call ``write(file)`` on a temporary file beside ``path``, make it durable, then rename it to ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
@@ -130,7 +130,7 @@ def save(model_or_state, path):
     arrays = {}
     manifest = {"format": FORMAT, "version": VERSION, "tree": _encode(state, arrays, "")}
     arrays[MANIFEST] = np.array(json.dumps(manifest))
-    _write_atomically(os.fspath(path), lambda file: np.savez(file, **arrays))
+    write_atomically(os.fspath(path), lambda file: np.savez(file, **arrays))
 
 
 # ---------------------------------------------------------------- loading

@@ -23,7 +23,8 @@ import minidl
 import minidl.nn.functional as F
 from minidl import io, models, optim
 from minidl.crf import dense_crf
-from minidl.data import DataLoader, SyntheticSegmentation, VOCSegmentation, eval_transform, train_transform
+from minidl.data import (DataLoader, FolderSegmentation, SyntheticSegmentation, VOCSegmentation, eval_transform,
+                         train_transform)
 from minidl.inference import multi_scale_predict
 from minidl.metrics import SegmentationMetrics
 
@@ -38,7 +39,8 @@ class TrainConfig:
     output_stride: int = 16
     head_channels: int = 256  # ASPP and decoder width (v3/v3+); the papers' 256, smaller for CPU runs
     model_options: dict = dataclasses.field(default_factory=dict)  # more keywords for the model's factory
-    data: str = "synthetic"  # 'synthetic' or 'voc:PATH'
+    data: str = "synthetic"  # 'synthetic', 'voc:PATH' or 'folder:PATH' (see build_datasets)
+    train_split: str = "train"  # the training list of VOC or folder data ('train_aug': VOC + SBD, as the papers)
     num_classes: int = 7  # the synthetic set's 7; 21 for Pascal VOC
     train_size: int = 2000  # synthetic items in the training split
     val_size: int = 100
@@ -67,8 +69,8 @@ class TrainConfig:
             raise ValueError(f"loss_on must be one of {LOSS_MODES}, got {self.loss_on!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not (self.data == "synthetic" or self.data.startswith("voc:")):
-            raise ValueError(f"data must be 'synthetic' or 'voc:PATH', got {self.data!r}")
+        if not (self.data == "synthetic" or self.data.startswith(("voc:", "folder:"))):
+            raise ValueError(f"data must be 'synthetic', 'voc:PATH' or 'folder:PATH', got {self.data!r}")
         self.random_scale = tuple(float(s) for s in self.random_scale)  # a list, when read back from JSON
         if len(self.random_scale) != 2 or not 0 < self.random_scale[0] <= self.random_scale[1]:
             raise ValueError(f"random_scale must be (low, high) with 0 < low <= high, got {self.random_scale}")
@@ -103,10 +105,15 @@ def cpu_recipe(model="deeplabv3plus", **changes):
 
 
 # ---------------------------------------------------------------- building blocks
-def build_model(config):
+def model_arguments(config):
+    """The keywords of ``config.model``'s factory (minidl's, and the PyTorch twin's in ``reference.models``)."""
     options = {} if config.model == "deeplabv2" else {"head_channels": config.head_channels}
-    return MODELS[config.model](backbone=config.backbone, num_classes=config.num_classes,
-                                output_stride=config.output_stride, **options, **config.model_options)
+    return dict(backbone=config.backbone, num_classes=config.num_classes, output_stride=config.output_stride,
+                **options, **config.model_options)
+
+
+def build_model(config):
+    return MODELS[config.model](**model_arguments(config))
 
 
 def build_datasets(config):
@@ -118,10 +125,11 @@ def build_datasets(config):
         val = SyntheticSegmentation(config.val_size, config.image_size, config.num_classes, config.seed, "val",
                                     cache=True)
         return train, val, (train.MEAN, train.STD)
-    root = config.data[len("voc:"):]
-    train = VOCSegmentation(root, "train", num_classes=config.num_classes)
-    val = VOCSegmentation(root, "val", num_classes=config.num_classes)
-    return train, val, (None, None)  # VOC images are normalised with ImageNet's statistics
+    kind, root = config.data.split(":", 1)
+    folder = VOCSegmentation if kind == "voc" else FolderSegmentation
+    train = folder(root, config.train_split, num_classes=config.num_classes)
+    val = folder(root, "val", num_classes=config.num_classes)
+    return train, val, (None, None)  # photos are normalised with ImageNet's statistics
 
 
 def build_loader(config, dataset, stats):
@@ -214,20 +222,21 @@ def read_log(out):
 
 
 def train(config, resume=False):
-    """Train as ``config`` says; returns the model and the last evaluation's metrics."""
-    os.makedirs(config.out, exist_ok=True)
+    """Train as ``config`` says; returns the model and the last evaluation's metrics.
+
+    The data and the model are built before the run folder is made, so settings that cannot work leave
+    nothing behind. Resuming a run that has already finished trains no further and returns the metrics
+    of its last evaluation (from the log).
+    """
     train_set, val_set, stats = build_datasets(config)
     minidl.manual_seed(config.seed)  # the same seed, the same initial weights and dropout masks
     model = build_model(config).to(config.device)
     optimizer = _optimizer(config, model)
     scheduler = optim.PolyLR(optimizer, max_iters=config.iterations, power=config.poly_power)
-    start = 0
-    if resume:
-        start = _resume(config, model, optimizer, scheduler)
-    elif os.path.exists(os.path.join(config.out, "metrics.jsonl")):
-        os.remove(os.path.join(config.out, "metrics.jsonl"))  # a fresh run starts a fresh log
-    with open(os.path.join(config.out, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
+    start = _resume(config, model, optimizer, scheduler) if resume else 0
+    if start >= config.iterations:
+        return model, finished_run(config, start)
+    start_run_folder(config, resume)
     loader = build_loader(config, train_set, stats)
     model.train()
     last_metrics = None
@@ -237,28 +246,47 @@ def train(config, resume=False):
     for iteration, (images, labels) in bar:
         loss = segmentation_loss(model, images, labels, config.loss_on)
         value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"the loss became {value} at iteration {iteration + 1}; training stopped. The last good "
-                f"checkpoint, {_checkpoint_path(config.out)}, was left as it was (lower --lr?)"
-            )
+        check_finite(value, iteration + 1, config.out)
         lr = scheduler.get_last_lr()[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         scheduler.step()
         done = iteration + 1
-        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
-        record = {"iteration": done, "loss": value, "lr": lr, "seconds": round(time.perf_counter() - clock, 3)}
-        if done % config.eval_every == 0 or done == config.iterations:
+        record = iteration_record(bar, done, value, lr, clock)
+        if due(done, config.eval_every, config.iterations):
             last_metrics = evaluate(model, val_set, stats, device=config.device)
             model.train()
             record.update(miou=last_metrics["miou"], pixel_accuracy=last_metrics["pixel_accuracy"])
         _log(config.out, record)
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        if due(done, config.checkpoint_every, config.iterations):
             _save(config.out, model, optimizer, scheduler, done, config)
     plot_curves(config.out)
     return model, last_metrics
+
+
+def check_finite(value, iteration, out):
+    """Stop with ``TrainingDiverged`` if the loss of ``iteration`` (counted from 1) is NaN or infinite."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"the loss became {value} at iteration {iteration}; training stopped. The last good "
+                               f"checkpoint, {_checkpoint_path(out)}, was left as it was (lower --lr?)")
+
+
+def iteration_record(bar, done, value, lr, clock):
+    """The log line of iteration ``done`` (counted from 1), whose loss and lr also go on the progress bar."""
+    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+    return {"iteration": done, "loss": value, "lr": lr, "seconds": round(time.perf_counter() - clock, 3)}
+
+
+def due(done, every, iterations):
+    """Whether an evaluation (or checkpoint) every ``every`` iterations falls after iteration ``done``."""
+    return done % every == 0 or done == iterations
+
+
+def finished_run(config, iteration):
+    """Say that the run in ``config.out`` has nothing left to train; the metrics of its last evaluation."""
+    print(f"{config.out}: the run is complete ({iteration} iterations of {config.iterations}); nothing left to train")
+    return last_evaluation(config.out)
 
 
 # Settings that change where or how visibly a run happens, not the weights it ends with (evaluation
@@ -295,18 +323,45 @@ def _as_json(config):
     return json.loads(json.dumps(config if isinstance(config, dict) else dataclasses.asdict(config)))
 
 
-def _resume(config, model, optimizer, scheduler):
+def load_checkpoint_to_resume(config):
+    """The state in ``config.out``'s checkpoint (written by minidl or by the PyTorch twin)."""
     path = _checkpoint_path(config.out)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     state = io.load(path)
+    if "optimizer" not in state:
+        raise ValueError(f"--resume: {path} holds a model's weights but no training state (optimizer, "
+                         "schedule) to continue from")
+    return state
+
+
+def _resume(config, model, optimizer, scheduler):
+    state = load_checkpoint_to_resume(config)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    minidl.set_rng_state(state["rng"])
+    if "rng" in state:  # a run of the PyTorch twin keeps torch's generator instead
+        minidl.set_rng_state(state["rng"])
     iteration = int(state["iteration"])
     _truncate_log(config.out, iteration)
     return iteration
+
+
+def start_run_folder(config, resume):
+    """Make ``config.out``, start a fresh log unless resuming (the log was cut back to the checkpoint), and
+    write config.json."""
+    os.makedirs(config.out, exist_ok=True)
+    log = os.path.join(config.out, "metrics.jsonl")
+    if not resume and os.path.exists(log):
+        os.remove(log)  # a fresh run starts a fresh log
+    with open(os.path.join(config.out, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+
+
+def last_evaluation(out):
+    """The metrics of the last evaluation in ``out``'s log (None if it has none)."""
+    evaluated = [r for r in read_log(out) if "miou" in r] if os.path.exists(os.path.join(out, "metrics.jsonl")) else []
+    return {k: evaluated[-1][k] for k in ("iteration", "miou", "pixel_accuracy")} if evaluated else None
 
 
 def _truncate_log(out, iteration):

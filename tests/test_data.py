@@ -10,6 +10,7 @@ from minidl.data import (
     IGNORE_INDEX,
     Compose,
     DataLoader,
+    FolderSegmentation,
     Normalize,
     PadToSize,
     RandomCrop,
@@ -272,6 +273,114 @@ def test_voc_through_transforms_and_loader(voc):
     images, labels = next(iter(loader))
     assert images.shape == (2, 3, 21, 21) and labels.shape == (2, 21, 21)
     assert set(np.unique(labels).tolist()) <= {0, 1, 2, 3, 255}
+
+
+def test_voc_train_aug_reads_the_sbd_labels_and_val_the_voc_ones(voc):
+    """DeepLab's setup: train_aug.txt with SegmentationClassAug/ (grayscale), val with SegmentationClass/."""
+    from minidl.train import TrainConfig, build_datasets
+
+    root, labels = voc
+    (root / "SegmentationClassAug").mkdir()
+    aug = {name: (label + 1) % 4 for name, label in labels.items() if name != "2008_000003"}  # other labels
+    for name, label in aug.items():
+        _write_label(root / "SegmentationClassAug" / f"{name}.png", label, mode="L")
+    (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("2007_000002\n2007_000001\n")
+    train, val, stats = build_datasets(TrainConfig(data=f"voc:{root}", train_split="train_aug", num_classes=21))
+    assert train.ids == ["2007_000002", "2007_000001"] and stats == (None, None)
+    for i, name in enumerate(train.ids):
+        np.testing.assert_array_equal(train[i][1], aug[name])
+    np.testing.assert_array_equal(val[0][1], labels["2008_000003"])
+    os.remove(root / "SegmentationClassAug" / "2007_000001.png")
+    with pytest.raises(FileNotFoundError, match=r"train_aug\.txt.*SegmentationClassAug.2007_000001\.png"):
+        VOCSegmentation(root, "train_aug")
+
+
+# ----------------------------------------------------------------------------- a user's own folder
+
+
+def _folder(tmp_path, names, extension=".png"):
+    """images/<name><extension> and masks/<name>.png of values 0..2 and 255; the masks by name."""
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    masks = {}
+    for i, name in enumerate(names):
+        mask = np.random.default_rng(i).integers(0, 3, (17 + i % 3, 20)).astype(np.uint8)
+        mask[0, :3] = 255
+        masks[name] = mask
+        image = np.stack([mask * 80, np.full(mask.shape, i * 20), np.full(mask.shape, 30)], -1).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{name}{extension}")
+        _write_label(root / "masks" / f"{name}.png", mask, mode="L")
+    return root, masks
+
+
+def test_folder_reads_pairs_and_splits_every_tenth_image_to_val_without_lists(tmp_path):
+    names = [f"img{k:02d}" for k in range(12)]
+    root, masks = _folder(tmp_path, names)
+    train, val = FolderSegmentation(root, "train", num_classes=3), FolderSegmentation(root, "val", num_classes=3)
+    assert val.ids == ["img00", "img10"] and train.ids == [n for n in names if n not in ("img00", "img10")]
+    image, label = train[0]
+    assert image.shape == (3, *masks["img01"].shape) and image.dtype == np.float32
+    np.testing.assert_array_equal(label, masks["img01"])
+    np.testing.assert_allclose(image[0], masks["img01"] * 80 / 255, atol=1e-6)  # PNG images: lossless
+
+
+def test_folder_lists_name_the_splits_and_a_missing_list_is_the_rest(tmp_path):
+    root, _ = _folder(tmp_path, ["a", "b", "c", "d"], extension=".jpg")
+    (root / "val.txt").write_text("c\na.jpg\n")
+    assert FolderSegmentation(root, "val").ids == ["c", "a"]
+    assert FolderSegmentation(root, "train").ids == ["b", "d"]
+    (root / "train.txt").write_text("d\n")
+    assert FolderSegmentation(root, "train").ids == ["d"]
+    (root / "extra.txt").write_text("b\n")
+    assert FolderSegmentation(root, "extra").ids == ["b"]
+    with pytest.raises(FileNotFoundError, match=r"split 'test' needs the list .*test\.txt"):
+        FolderSegmentation(root, "test")
+    (root / "val.txt").write_text("c\nzebra\n")
+    with pytest.raises(FileNotFoundError, match=r"1 name\(s\) listed by .*val\.txt.* no image and mask: zebra"):
+        FolderSegmentation(root, "val")
+
+
+def test_folder_names_every_image_without_a_mask_and_mask_without_an_image(tmp_path):
+    root, masks = _folder(tmp_path, ["a", "b", "c"])
+    os.remove(root / "masks" / "b.png")
+    _write_label(root / "masks" / "ghost.png", masks["a"])
+    with pytest.raises(FileNotFoundError) as error:
+        FolderSegmentation(root, "train", num_classes=3)
+    message = str(error.value)
+    assert "2 file(s) have no partner" in message
+    assert os.path.join("images", "b.png") in message and os.path.join("masks", "ghost.png") in message
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*images/ and root/masks/"):
+        FolderSegmentation(tmp_path / "nowhere")
+
+
+def test_folder_names_a_mask_of_another_size_and_a_class_index_out_of_range(tmp_path):
+    root, masks = _folder(tmp_path, ["a", "b"])
+    _write_label(root / "masks" / "a.png", masks["a"][:5])
+    bad = masks["b"].copy()
+    bad[3, 3] = 7
+    _write_label(root / "masks" / "b.png", bad)
+    data = FolderSegmentation(root, "train", num_classes=3)
+    assert data.ids == ["b"]  # "a" is the tenth-image validation item
+    with pytest.raises(ValueError, match=r"masks.b\.png.* class ids \[7\] outside 0..2"):
+        data[0]
+    with pytest.raises(ValueError, match=r"label .*masks.a\.png.* is 20x5 .*image .*images.a\.png.* is 20x17"):
+        FolderSegmentation(root, "val", num_classes=3)[0]
+    with pytest.raises(ValueError, match=r"num_classes must be in 1..255"):
+        FolderSegmentation(root, num_classes=0)
+
+
+def test_folder_data_trains_from_the_command_line_and_needs_num_classes(tmp_path, capsys):
+    from minidl.cli import main
+
+    root, _ = _folder(tmp_path, [f"img{k}" for k in range(5)])
+    common = ["train", "--data", f"folder:{root}", "--backbone", "resnet_small", "--head-channels", "8",
+              "--iters", "1", "--batch-size", "2", "--crop-size", "17", "--out", str(tmp_path / "run")]
+    assert main(common) == 1
+    assert "folder:PATH needs --num-classes" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(common + ["--num-classes", "3"]) == 0
+    assert "mIoU" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- transforms

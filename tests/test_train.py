@@ -124,7 +124,7 @@ def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path):
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="model must be one of"):
         TrainConfig(model="deeplabv4")
-    with pytest.raises(ValueError, match="data must be 'synthetic' or 'voc:PATH'"):
+    with pytest.raises(ValueError, match="data must be 'synthetic', 'voc:PATH' or 'folder:PATH'"):
         TrainConfig(data="imagenet")
     with pytest.raises(ValueError, match="random_scale"):
         TrainConfig(random_scale=(2.0, 0.5))
@@ -146,6 +146,28 @@ def test_command_line_train_eval_predict(tmp_path, capsys):
     assert main(["predict", checkpoint, str(photo), "--crf"]) == 0
     overlay = Image.open(tmp_path / "photo_segmentation.png")
     assert overlay.size == (50, 40)
+
+
+def test_resuming_a_finished_run_says_so_and_reports_its_last_evaluation(tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["train", "--backbone", "resnet_small", "--iters", "2", "--batch-size", "2", "--crop-size", "33",
+                 "--head-channels", "8", "--train-size", "4", "--eval-every", "1", "--out", str(out)]
+    assert main(arguments) == 0
+    evaluated = [r for r in read_log(out) if "miou" in r]
+    before = (out / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main(arguments + ["--resume"]) == 0  # crashed in cli._report on the metrics train returned: None
+    printed = capsys.readouterr().out
+    assert "the run is complete (2 iterations of 2)" in printed
+    assert f"mIoU {evaluated[-1]['miou']:.4f}   pixel accuracy {evaluated[-1]['pixel_accuracy']:.4f}" in printed
+    assert (out / "checkpoint.npz").read_bytes() == before and len(read_log(out)) == 2
+
+
+def test_settings_that_cannot_build_a_model_leave_no_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--backbone", "resnet9000", "--out", str(out)]) == 1
+    assert "resnet9000" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_command_line_rejects_a_backwards_scale_range(capsys):

@@ -4,6 +4,8 @@
   (seed, split, index); 7 classes; items ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))``.
 - ``VOCSegmentation``: a folder in VOC's layout (JPEGImages/, SegmentationClass/ palette PNGs,
   ImageSets/Segmentation/<split>.txt), checked up front; the same item format.
+- ``FolderSegmentation``: a user's own data, ``images/`` and ``masks/`` (PNGs of class indices, 255 ignored),
+  with optional ``train.txt`` / ``val.txt``; checked the same way.
 - ``transforms``: ``RandomScale``, ``PadToSize``, ``RandomCrop``, ``RandomHorizontalFlip``, ``Normalize``,
   ``Compose``, ... as callables ``t(image, label, rng)``; ``train_transform``/``eval_transform`` build the
   papers' pipelines.
@@ -22,6 +24,7 @@ Example (a CPU training feed)::
         ...
 """
 from minidl.data import transforms  # noqa: F401
+from minidl.data.folder import FolderSegmentation  # noqa: F401
 from minidl.data.loader import DataLoader  # noqa: F401
 from minidl.data.synthetic import CLASSES as SYNTHETIC_CLASSES  # noqa: F401
 from minidl.data.synthetic import SyntheticSegmentation  # noqa: F401
@@ -48,6 +51,7 @@ __all__ = [
     "SyntheticSegmentation",
     "SYNTHETIC_CLASSES",
     "VOCSegmentation",
+    "FolderSegmentation",
     "VOC_CLASSES",
     "palette",
     "colorize",

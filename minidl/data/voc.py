@@ -12,8 +12,12 @@ A folder in VOC's layout::
 listed id has both files, naming up to a few missing ones) and each item when it is read (an unreadable
 image, a label whose size differs from its image, a class id >= num_classes other than 255), always naming
 the file. Items are ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))``, as the synthetic set's,
-so the same transforms and loader take either. ``label_dir='SegmentationClassAug'`` reads the SBD-augmented
-labels (grayscale PNGs of class ids) that DeepLab trains on.
+so the same transforms and loader take either. The ``*_aug`` splits (``train_aug``, the 10,582 images of VOC
+2012 train plus the SBD annotations that the DeepLab papers train on) read their labels from
+``SegmentationClassAug/`` (grayscale PNGs of class ids) instead::
+
+      SegmentationClassAug/<id>.png          the SBD-augmented labels
+      ImageSets/Segmentation/train_aug.txt   their ids
 """
 import os
 
@@ -60,7 +64,91 @@ def _listed(names, total):
     return shown + more
 
 
-class VOCSegmentation(TransformedItems):
+class PairedFolder(TransformedItems):
+    """What a folder of image files and label PNGs shares (VOC's layout and ``FolderSegmentation``'s):
+    ``ids``, ``image_path(id)``, ``label_path(id)`` and ``num_classes`` are set by the subclass; items are
+    read and checked here, naming the file at fault."""
+
+    MEAN = IMAGENET_MEAN
+    STD = IMAGENET_STD
+    ignore_index = IGNORE_INDEX
+    palette = staticmethod(palette)
+    colorize = staticmethod(colorize)
+
+    def _set_num_classes(self, num_classes):
+        self.num_classes = int(num_classes)
+        if not 1 <= self.num_classes <= 255:
+            raise ValueError(f"{type(self).__name__}: num_classes must be in 1..255, got {num_classes}")
+
+    def __len__(self):
+        return len(self.ids)
+
+    def _index(self, index):
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"{type(self).__name__} indices are ints, got {type(index).__name__}")
+        i = int(index)
+        if i < 0:
+            i += len(self.ids)
+        if not 0 <= i < len(self.ids):
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of {len(self.ids)} items")
+        return i
+
+    def load(self, index):
+        """The untransformed ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))`` of item ``index``."""
+        image_id = self.ids[self._index(index)]
+        return read_pair(self.image_path(image_id), self.label_path(image_id), self.num_classes)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.root!r}, split={self.split!r}, {len(self)} items)"
+
+
+def read_pair(image_path, label_path, num_classes):
+    """An image file and its label PNG of class ids as ``(image float32 (3, H, W) in [0, 1], label int64
+    (H, W))``; a clear error, naming the file, for an unreadable file, a label that is not a palette or
+    grayscale PNG, sizes that differ, or a class id >= num_classes other than 255 (ignore)."""
+    from PIL import Image
+
+    try:
+        with Image.open(image_path) as im:
+            image = np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise ValueError(f"cannot read image {image_path!r}: {e}") from e
+    try:
+        with Image.open(label_path) as im:
+            if im.mode not in ("P", "L", "I", "I;16"):
+                raise ValueError(
+                    f"label {label_path!r} is a {im.mode!r} image; expected a palette ('P') or grayscale "
+                    f"('L') PNG whose pixel values are class ids"
+                )
+            label = np.asarray(im)  # for 'P' images: the palette indices, not the colours
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"cannot read label {label_path!r}: {e}") from e
+    if label.shape != image.shape[:2]:
+        raise ValueError(
+            f"label {label_path!r} is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+            f"{image_path!r} is {image.shape[1]}x{image.shape[0]}"
+        )
+    label = label.astype(np.int64)
+    bad = ((label >= num_classes) & (label != IGNORE_INDEX)) | (label < 0)
+    if bad.any():
+        values = np.unique(label[bad])
+        raise ValueError(
+            f"label {label_path!r} holds class ids {values[:10].tolist()} outside 0..{num_classes - 1} "
+            f"(and {IGNORE_INDEX}, ignore) in {int(bad.sum())} pixels"
+        )
+    image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
+    return image, label
+
+
+def label_folder(split):
+    """VOC's label folder for a split: ``SegmentationClassAug`` (the SBD-augmented labels) for the
+    ``*_aug`` lists DeepLab trains on (``train_aug``: 10,582 images), ``SegmentationClass`` otherwise."""
+    return "SegmentationClassAug" if split.endswith("_aug") else "SegmentationClass"
+
+
+class VOCSegmentation(PairedFolder):
     """A Pascal VOC-format segmentation folder (see the module docstring for the layout).
 
     Args:
@@ -68,27 +156,23 @@ class VOCSegmentation(TransformedItems):
         split: the list to read, ImageSets/Segmentation/<split>.txt ('train', 'val', 'trainval', ...).
         transform: optional ``t(image, label, rng)`` (see ``transforms``), applied by ``get``/``[]``.
         num_classes: class ids must be < num_classes or 255 (default 21, VOC's).
-        image_dir, label_dir, list_dir: the sub-folder names, if they differ from VOC's.
+        image_dir, label_dir, list_dir: the sub-folder names, if they differ from VOC's (``label_dir`` defaults
+            to ``label_folder(split)``: ``SegmentationClassAug`` for the ``*_aug`` splits).
     """
 
     CLASSES = VOC_CLASSES
-    MEAN = IMAGENET_MEAN
-    STD = IMAGENET_STD
-    ignore_index = IGNORE_INDEX
 
     def __init__(self, root, split="train", transform=None, num_classes=21, image_dir="JPEGImages",
-                 label_dir="SegmentationClass", list_dir=os.path.join("ImageSets", "Segmentation")):
+                 label_dir=None, list_dir=os.path.join("ImageSets", "Segmentation")):
         self.root = os.fspath(root)
         self.split = split
         self.transform = transform
-        self.num_classes = int(num_classes)
-        if not 1 <= self.num_classes <= 255:
-            raise ValueError(f"VOCSegmentation: num_classes must be in 1..255, got {num_classes}")
+        self._set_num_classes(num_classes)
         self.classes = VOC_CLASSES if self.num_classes == 21 else tuple(str(k) for k in range(self.num_classes))
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"VOC folder {self.root!r} does not exist (or is not a folder)")
         self.image_dir = os.path.join(self.root, image_dir)
-        self.label_dir = os.path.join(self.root, label_dir)
+        self.label_dir = os.path.join(self.root, label_dir or label_folder(split))
         list_folder = os.path.join(self.root, list_dir)
         self.list_file = os.path.join(list_folder, f"{split}.txt")
         if not os.path.isfile(self.list_file):
@@ -115,62 +199,3 @@ class VOCSegmentation(TransformedItems):
 
     def label_path(self, image_id):
         return os.path.join(self.label_dir, f"{image_id}.png")
-
-    def __len__(self):
-        return len(self.ids)
-
-    def _index(self, index):
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"VOCSegmentation indices are ints, got {type(index).__name__}")
-        i = int(index)
-        if i < 0:
-            i += len(self.ids)
-        if not 0 <= i < len(self.ids):
-            raise IndexError(f"index {index} out of range for VOCSegmentation of {len(self.ids)} items")
-        return i
-
-    def load(self, index):
-        """The untransformed ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))`` of item ``index``."""
-        from PIL import Image
-
-        image_id = self.ids[self._index(index)]
-        image_path, label_path = self.image_path(image_id), self.label_path(image_id)
-        try:
-            with Image.open(image_path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except Exception as e:
-            raise ValueError(f"cannot read image {image_path!r}: {e}") from e
-        try:
-            with Image.open(label_path) as im:
-                mode = im.mode
-                if mode not in ("P", "L", "I", "I;16"):
-                    raise ValueError(
-                        f"label {label_path!r} is a {mode!r} image; expected a palette ('P') or grayscale "
-                        f"('L') PNG whose pixel values are class ids"
-                    )
-                label = np.asarray(im)  # for 'P' images: the palette indices, not the colours
-        except ValueError:
-            raise
-        except Exception as e:
-            raise ValueError(f"cannot read label {label_path!r}: {e}") from e
-        if label.shape != image.shape[:2]:
-            raise ValueError(
-                f"label {label_path!r} is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
-                f"{image_path!r} is {image.shape[1]}x{image.shape[0]}"
-            )
-        label = label.astype(np.int64)
-        bad = ((label >= self.num_classes) & (label != IGNORE_INDEX)) | (label < 0)
-        if bad.any():
-            values = np.unique(label[bad])
-            raise ValueError(
-                f"label {label_path!r} holds class ids {values[:10].tolist()} outside 0..{self.num_classes - 1} "
-                f"(and {IGNORE_INDEX}, ignore) in {int(bad.sum())} pixels"
-            )
-        image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
-        return image, label
-
-    palette = staticmethod(palette)
-    colorize = staticmethod(colorize)
-
-    def __repr__(self):
-        return f"VOCSegmentation({self.root!r}, split={self.split!r}, {len(self)} items)"
