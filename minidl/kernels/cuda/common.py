@@ -48,7 +48,7 @@ class _HostMemory:
         self.__array_interface__["version"] = 3
 
 
-if config.ENABLE_CUDASIM:
+if getattr(config, "ENABLE_CUDASIM", False):
     def _device_array(a):
         return np.asarray(_HostMemory(a.__cuda_array_interface__)) if hasattr(a, "__cuda_array_interface__") else a
 
