@@ -73,8 +73,9 @@ class NLLLoss(Function):
         xp = get_array_module(g)
         coef = -ctx.w * g  # g is a scalar for 'sum' and 'mean', per position for 'none'
         if ctx.reduction == "mean":
-            # nothing counted: the loss is NaN but, as in PyTorch, no position gets a gradient
-            coef = coef / ctx.total_weight if ctx.total_weight != 0 else coef * 0
+            # nothing counted: the loss is NaN but, as in PyTorch, no position gets a gradient (every
+            # w is 0 then, so any divisor does; chosen on the device, without reading the total back)
+            coef = coef / xp.where(ctx.total_weight == 0, 1, ctx.total_weight)
         classes = xp.arange(ctx.shape[1]).reshape((1, -1) + (1,) * (len(ctx.shape) - 2))
         one_hot = classes == ctx.safe_target[:, None]
         return one_hot * coef[:, None].astype(g.dtype, copy=False), None, None, None, None

@@ -139,8 +139,7 @@ def _scatter_to_planes(g, index, plane_size):
         return compiled.scatter_to_planes(g, index, plane_size)
     # a window wholly inside the padding has PyTorch's out-of-plane index: it passes no gradient
     outside = index >= plane_size
-    if bool(outside.any()):
-        g, index = xp.where(outside, 0, g), xp.where(outside, 0, index)
+    g, index = xp.where(outside, 0, g), xp.where(outside, 0, index)
     planes = g.shape[0]
     grad = xp.zeros(planes * plane_size, g.dtype)
     scatter_add(grad, (index + xp.arange(planes)[:, None] * plane_size).ravel(), g.ravel())
