@@ -117,7 +117,35 @@ def to_device(array, device):
 
 
 def to_numpy(array):
-    return array.get() if is_cupy_array(array) else np.asarray(array)
+    """The array on the host. From a GPU this waits for it, so the checks left for then run first."""
+    if is_cupy_array(array):
+        raise_deferred_errors()
+        return array.get()
+    return np.asarray(array)
+
+
+# ---------------------------------------------------------------- checks that wait for the next host read
+class _Deferred:
+    checks = []  # (flag, describe): a 0-d boolean array on a GPU, and a function giving the error
+
+
+def check_later(flag, describe):
+    """Raise ``describe()`` (an exception) if the GPU flag is true — at the next read back to the host.
+
+    A check of values on the GPU (class ids in range, say) would otherwise stop the host until the GPU
+    has caught up, once per call. PyTorch's CUDA ops report such errors the same way: asynchronously, at
+    the next synchronisation.
+    """
+    _Deferred.checks.append((flag, describe))
+
+
+def raise_deferred_errors():
+    """Run the checks left by ``check_later`` (one read of their flags), raising the first that fails."""
+    if _Deferred.checks:
+        checks, _Deferred.checks = _Deferred.checks, []
+        for flag, describe in checks:
+            if bool(flag):
+                raise describe()
 
 
 def scatter_add(target, index, values):

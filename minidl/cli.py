@@ -246,6 +246,8 @@ def add_train_arguments(p):
     p.add_argument("--loss-on", default="", choices=["", "upsampled_logits", "downsampled_labels"])
     p.add_argument("--eval-every", type=int, default=defaults.eval_every)
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    p.add_argument("--log-every", type=int, default=defaults.log_every,
+                   help="log the losses in groups of this many iterations (each read waits for a GPU)")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -267,7 +269,7 @@ def config_from_args(args):
         image_size=args.crop_size,
         random_scale=args.random_scale,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, loss_on=args.loss_on,
-        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         out=args.out or os.path.join("runs", args.model), device=args.device, seed=args.seed, workers=args.workers,
     )
 

@@ -306,6 +306,8 @@ class Tensor:
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        if backend.is_cupy_array(self.data):
+            backend.raise_deferred_errors()
         return self.data.item()
 
     def tolist(self):

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 import minidl
 import minidl.nn.functional as F
-from minidl import io, models, optim
+from minidl import backend, io, models, optim
+from minidl.backend import get_array_module
 from minidl.crf import dense_crf
 from minidl.data import (DataLoader, FolderSegmentation, SyntheticSegmentation, VOCSegmentation, eval_transform,
                          train_transform)
@@ -56,6 +57,7 @@ class TrainConfig:
     loss_on: str = ""  # '' picks the model's paper: downsampled_labels for v2, upsampled_logits otherwise
     eval_every: int = 250
     checkpoint_every: int = 250
+    log_every: int = 10  # losses are read back (a wait for a GPU) and logged in groups of this many iterations
     out: str = "runs/deeplabv3plus"
     device: str = "cpu"
     seed: int = 0
@@ -76,6 +78,9 @@ class TrainConfig:
             raise ValueError(f"random_scale must be (low, high) with 0 < low <= high, got {self.random_scale}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError(f"iterations and batch_size must be positive, got {self.iterations}, {self.batch_size}")
+        if min(self.eval_every, self.checkpoint_every, self.log_every) < 1:
+            raise ValueError(f"eval_every, checkpoint_every and log_every must be positive, got "
+                             f"{self.eval_every}, {self.checkpoint_every}, {self.log_every}")
         if not self.loss_on:
             self.loss_on = "downsampled_labels" if self.model == "deeplabv2" else "upsampled_logits"
 
@@ -243,26 +248,47 @@ def train(config, resume=False):
     steps = zip(range(start, config.iterations), loader.batches(start))
     bar = tqdm(steps, total=config.iterations, initial=start, desc="training", disable=not config.progress)
     clock = time.perf_counter()
+    pending = []  # the iterations since the losses were last read: (iteration, loss, lr, seconds)
     for iteration, (images, labels) in bar:
         loss = segmentation_loss(model, images, labels, config.loss_on)
-        value = loss.item()
-        check_finite(value, iteration + 1, config.out)
         lr = scheduler.get_last_lr()[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         scheduler.step()
         done = iteration + 1
-        record = iteration_record(bar, done, value, lr, clock)
-        if due(done, config.eval_every, config.iterations):
+        pending.append((done, loss.detach(), lr, round(time.perf_counter() - clock, 3)))
+        evaluating, saving = due(done, config.eval_every, config.iterations), due(done, config.checkpoint_every,
+                                                                                   config.iterations)
+        if not (evaluating or saving or due(done, config.log_every, config.iterations)):
+            continue  # a GPU runs on: reading a loss would wait for it
+        records, pending = read_losses(pending, bar, config.out), []
+        if evaluating:
             last_metrics = evaluate(model, val_set, stats, device=config.device)
             model.train()
-            record.update(miou=last_metrics["miou"], pixel_accuracy=last_metrics["pixel_accuracy"])
-        _log(config.out, record)
-        if due(done, config.checkpoint_every, config.iterations):
+            records[-1].update(miou=last_metrics["miou"], pixel_accuracy=last_metrics["pixel_accuracy"])
+        for record in records:
+            _log(config.out, record)
+        if saving:
             _save(config.out, model, optimizer, scheduler, done, config)
     plot_curves(config.out)
     return model, last_metrics
+
+
+def read_losses(pending, bar, out):
+    """The log records of the pending iterations, their losses read back in one go (one wait for a GPU).
+
+    A non-finite loss stops training here, before anything is logged or saved: checkpoints are written
+    only after the losses before them have been read, so the last one on disk is always a good one.
+    """
+    losses = [loss.data for _, loss, _, _ in pending]
+    with backend.on_device_of(losses[0]):
+        values = backend.to_numpy(get_array_module(*losses).stack(losses)).tolist()
+    records = []
+    for (done, _, lr, seconds), value in zip(pending, values):
+        check_finite(value, done, out)
+        records.append(iteration_record(bar, done, value, lr, seconds))
+    return records
 
 
 def check_finite(value, iteration, out):
@@ -272,10 +298,10 @@ def check_finite(value, iteration, out):
                                f"checkpoint, {_checkpoint_path(out)}, was left as it was (lower --lr?)")
 
 
-def iteration_record(bar, done, value, lr, clock):
+def iteration_record(bar, done, value, lr, seconds):
     """The log line of iteration ``done`` (counted from 1), whose loss and lr also go on the progress bar."""
     bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
-    return {"iteration": done, "loss": value, "lr": lr, "seconds": round(time.perf_counter() - clock, 3)}
+    return {"iteration": done, "loss": value, "lr": lr, "seconds": seconds}
 
 
 def due(done, every, iterations):
@@ -291,7 +317,7 @@ def finished_run(config, iteration):
 
 # Settings that change where or how visibly a run happens, not the weights it ends with (evaluation
 # runs in eval mode, where nothing draws random numbers).
-_INCIDENTAL = ("out", "device", "workers", "progress", "eval_every", "checkpoint_every")
+_INCIDENTAL = ("out", "device", "workers", "progress", "eval_every", "checkpoint_every", "log_every")
 
 
 def train_or_load(config):

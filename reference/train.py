@@ -366,7 +366,7 @@ def train(config, resume_run=False, amp=None, sync_bn=None, dtype=torch.float32)
         scaler.update()
         scheduler.step()
         done = iteration + 1
-        record = iteration_record(bar, done, value, lr, clock)
+        record = iteration_record(bar, done, value, lr, round(time.perf_counter() - clock, 3))
         if due(done, config.eval_every, config.iterations):
             metrics = evaluate(model, val_set, stats, processes, autocast)
             record.update(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"])
@@ -376,6 +376,8 @@ def train(config, resume_run=False, amp=None, sync_bn=None, dtype=torch.float32)
                 save(config.out, model, optimizer, scheduler, scaler, done, config)
     if processes.writes:
         plot_curves(config.out)
+    if processes.world_size > 1:
+        dist.barrier()  # no process leaves, tearing down its connections, while rank 0 still writes
     return model, metrics
 
 

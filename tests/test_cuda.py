@@ -288,3 +288,31 @@ def test_checkpoints_of_a_cuda_model_hold_numpy_and_load_back_onto_cuda(tmp_path
         assert isinstance(a, np.ndarray)
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert all(p.device == "cuda" for p in restored.parameters())
+
+
+# ---------------------------------------------------------------- no host waits inside a training step
+def test_a_bad_class_id_on_cuda_is_reported_at_the_next_read():
+    logits = minidl.randn(2, 3, 4, device="cuda")
+    target = minidl.tensor([[0, 1, 5, 2], [2, 255, 1, 0]], device="cuda")
+    loss = F.cross_entropy(logits, target, ignore_index=255)  # no wait for the GPU here
+    with pytest.raises(ValueError, match=r"outside \[0, 3\) .*found \[5\]"):
+        loss.item()
+    assert F.cross_entropy(logits, target.clamp(max=2), ignore_index=255).item() > 0  # the error was reported once
+
+
+@on_standin
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_training_step_on_cuda_never_waits_for_the_gpu(optimizer):
+    from minidl.train import TrainConfig, _optimizer, build_model, segmentation_loss
+
+    config = TrainConfig(backbone="resnet_small", head_channels=16, device="cuda", optimizer=optimizer)
+    net = build_model(config).to("cuda").train()
+    step_with = _optimizer(config, net)
+    images, labels = minidl.randn(2, 3, 33, 33, device="cuda"), minidl.randint(0, 7, (2, 33, 33), device="cuda")
+    for _ in range(2):  # the first step also creates the optimizer's state
+        with standin_cupy.counting() as counted:
+            loss = segmentation_loss(net, images, labels, config.loss_on)
+            step_with.zero_grad()
+            loss.backward()
+            step_with.step()
+        assert counted.host_waits == 0

@@ -101,7 +101,21 @@ def test_v2_takes_the_loss_on_downsampled_labels():
     assert TrainConfig(model="deeplabv3").loss_on == "upsampled_logits"
 
 
-def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+def test_losses_are_read_once_per_log_interval_and_logged_for_every_iteration(tmp_path, monkeypatch):
+    reads = []
+    read_losses = training.read_losses
+    monkeypatch.setattr(training, "read_losses", lambda pending, *rest: reads.append(len(pending)) or
+                        read_losses(pending, *rest))
+    train(tiny(tmp_path / "grouped", log_every=4, eval_every=6, checkpoint_every=3, device="cuda"))
+    assert reads == [3, 1, 2]  # read before the checkpoint at 3, at 4 (the interval), and at the end
+    train(tiny(tmp_path / "each", log_every=1, eval_every=6, checkpoint_every=3, device="cuda"))
+    grouped, each = read_log(tmp_path / "grouped"), read_log(tmp_path / "each")
+    assert [r["iteration"] for r in grouped] == list(range(1, 7))
+    assert [r["loss"] for r in grouped] == [r["loss"] for r in each]
+
+
+@pytest.mark.parametrize("log_every", [1, 10])
+def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, log_every, device):
     loss_of = training.segmentation_loss
     calls = []
 
@@ -112,7 +126,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(training, "segmentation_loss", nan_at_5)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at iteration 5.*checkpoint"):
-        train(tiny(tmp_path))
+        train(tiny(tmp_path, log_every=log_every, device=device))
     assert io.load(tmp_path / "checkpoint.npz")["iteration"] == 3
 
 
@@ -128,6 +142,8 @@ def test_bad_settings_are_named():
         TrainConfig(data="imagenet")
     with pytest.raises(ValueError, match="random_scale"):
         TrainConfig(random_scale=(2.0, 0.5))
+    with pytest.raises(ValueError, match=r"log_every must be positive, got 250, 250, 0"):
+        TrainConfig(log_every=0)
 
 
 def test_command_line_train_eval_predict(tmp_path, capsys):

@@ -8,7 +8,7 @@ count it is averaged over.
 """
 import numpy as np
 
-from minidl.backend import get_array_module, on_device_of
+from minidl.backend import check_later, get_array_module, on_device_of
 from minidl.functional.shape import normalize_dim
 from minidl.tensor import Function, Tensor
 
@@ -53,7 +53,9 @@ class NLLLoss(Function):
     def forward(ctx, logp, target, weight, ignore_index, reduction):
         xp = get_array_module(logp)
         keep = target != ignore_index
-        safe_target = xp.where(keep, target, 0)  # any valid class id: its weight is 0 anyway
+        # any valid class id where ignored (its weight is 0 anyway); clipped, because on a GPU a class id
+        # out of range is reported only at the next read (see _check_class_target), not before this
+        safe_target = xp.where(keep, target, 0).clip(0, logp.shape[1] - 1)
         w = keep.astype(logp.dtype) if weight is None else weight[safe_target] * keep
         picked = xp.take_along_axis(logp, safe_target[:, None], axis=1)[:, 0]
         losses = -picked * w
@@ -103,14 +105,22 @@ def _check_class_target(op, input, target, weight, ignore_index):
         )
     classes = input.shape[1]
     xp = get_array_module(target)
+
+    def out_of_range():
+        with on_device_of(target):
+            found = sorted(set(int(v) for v in xp.unique(target[bad])[:5].tolist()))
+        return ValueError(
+            f"{op}: target holds class ids outside [0, {classes}) that are not ignore_index={ignore_index}: "
+            f"found {found}"
+        )
+
     with on_device_of(target):
         bad = ((target < 0) | (target >= classes)) & (target != ignore_index)
-        if bool(bad.any()):
-            found = sorted(set(int(v) for v in xp.unique(target[bad])[:5].tolist()))
-            raise ValueError(
-                f"{op}: target holds class ids outside [0, {classes}) that are not ignore_index={ignore_index}: "
-                f"found {found}"
-            )
+        if xp is np:
+            if bad.any():
+                raise out_of_range()
+        else:  # on a GPU, raised at the next read back to the host (as PyTorch's CUDA kernels do)
+            check_later(bad.any(), out_of_range)
     if weight is not None and tuple(weight.shape) != (classes,):
         raise ValueError(f"{op}: weight must have shape ({classes},), one per class, got {tuple(weight.shape)}")
 
