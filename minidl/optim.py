@@ -29,6 +29,7 @@ class Optimizer:
     def __init__(self, params, defaults):
         self.defaults = defaults
         self.state = defaultdict(dict)  # parameter -> its state (keyed by identity)
+        self._flat = {}  # id(param group) -> its buckets (see _Bucket)
         self.param_groups = []
         groups = list(params)
         if not groups:
@@ -60,11 +61,29 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    with backend.on_device_of(p.data):
-                        self._update(p, p.grad.data, self.state[p], group)
+            ready = [p for p in group["params"] if p.grad is not None]
+            for bucket in self._buckets(group, ready):
+                with backend.on_device_of(bucket.flat):
+                    bucket.step(self, group)
         return loss
+
+    def _buckets(self, group, ready):
+        """The group's parameters that have gradients, as flat buckets (see _Bucket).
+
+        A bucket holds the parameters of one device and dtype whose states are alike (all new, or all
+        at the same step). It lives as long as its parameters keep the arrays it gave them and all of
+        them have gradients; otherwise (a model moved to another device, a parameter without a
+        gradient this step, a loaded state) the buckets are made again from the parameters as they are.
+        """
+        kept = self._flat.get(id(group), [])
+        if sum(len(b.params) for b in kept) == len(ready) and all(b.holds() for b in kept):
+            return kept
+        alike = defaultdict(list)
+        for p in ready:
+            scalars = tuple(sorted((k, v) for k, v in self.state[p].items() if np.isscalar(v)))
+            alike[(str(p.device), p.dtype, tuple(sorted(self.state[p])), scalars)].append(p)
+        self._flat[id(group)] = [_Bucket(params, self.state) for params in alike.values()]
+        return self._flat[id(group)]
 
     def _update(self, p, grad, state, group):
         raise NotImplementedError
@@ -98,11 +117,67 @@ class Optimizer:
                     f"the optimizer's group has {len(group['params'])}"
                 )
         params = self._all_params()
-        self.state = defaultdict(dict)
+        self.state, self._flat = defaultdict(dict), {}
         for i, s in state_dict["state"].items():
             p = params[int(i)]
             self.state[p] = {k: _restored(k, v, p) for k, v in s.items()}
         self.param_groups = [{**saved, "params": group["params"]} for group, saved in zip(self.param_groups, saved_groups)]
+
+
+class _Bucket:
+    """Parameters of one group, device and dtype, kept as views into one flat array, stepped all at once.
+
+    The update rule (``_update``) then runs once over the flat parameter, gradient and state arrays
+    instead of once per parameter: on a GPU a dozen kernel launches for the whole model rather than a
+    dozen per parameter. Every element goes through the same arithmetic, so the result is the same to
+    the last bit. Each parameter's ``.data`` and its arrays in ``optimizer.state`` are views into the
+    flat arrays, and the update rules change state arrays in place, so the views stay current.
+    """
+
+    def __init__(self, params, state):
+        xp = get_array_module(params[0].data)
+        self.params, self.state = params, state
+        self.ends = np.cumsum([p.data.size for p in params]).tolist()
+        with backend.on_device_of(params[0].data):
+            self.flat = xp.concatenate([p.data.reshape(-1) for p in params])
+            self.views = self._split(self.flat)
+            for p, view in zip(params, self.views):
+                p.data = view
+            self.flat_state = self._joined_state(xp)
+
+    def _split(self, flat):
+        starts = [0] + self.ends[:-1]
+        return [flat[a:b].reshape(p.shape) for p, a, b in zip(self.params, starts, self.ends)]
+
+    def _joined_state(self, xp):
+        """The parameters' states (alike: see Optimizer._buckets) joined into flat arrays."""
+        states = [self.state[p] for p in self.params]
+        joined = {k: v if np.isscalar(v) else xp.concatenate([s[k].reshape(-1) for s in states])
+                  for k, v in states[0].items()}
+        self._share(joined)
+        return joined
+
+    def _share(self, joined):
+        """Point each parameter's state at its slices of the flat state arrays."""
+        arrays = {k: self._split(v) for k, v in joined.items() if not np.isscalar(v)}
+        for i, p in enumerate(self.params):
+            self.state[p] = {k: arrays[k][i] if k in arrays else v for k, v in joined.items()}
+
+    def _state_arrays(self):
+        return {k: id(v) for k, v in self.flat_state.items() if not np.isscalar(v)}
+
+    def holds(self):
+        return all(p.data is view for p, view in zip(self.params, self.views))
+
+    def step(self, optimizer, group):
+        grad = get_array_module(self.flat).concatenate([p.grad.data.reshape(-1) for p in self.params])
+        arrays_before = self._state_arrays()
+        optimizer._update(Tensor(self.flat), grad, self.flat_state, group)
+        if self._state_arrays() != arrays_before:
+            self._share(self.flat_state)  # the first step made the state arrays
+        else:
+            for p in self.params:  # the scalars (Adam's step count) change every step
+                self.state[p].update((k, v) for k, v in self.flat_state.items() if np.isscalar(v))
 
 
 def _restored(name, value, p):
@@ -135,8 +210,11 @@ class SGD(Optimizer):
         momentum = group["momentum"]
         if momentum != 0:
             buf = state.get("momentum_buffer")
-            buf = grad.copy() if buf is None else momentum * buf + (1 - group["dampening"]) * grad
-            state["momentum_buffer"] = buf
+            if buf is None:
+                buf = state["momentum_buffer"] = grad.copy()
+            else:  # in place: each parameter's state is a view into its bucket's (see _Bucket)
+                buf *= momentum
+                buf += (1 - group["dampening"]) * grad
             grad = grad + momentum * buf if group["nesterov"] else buf
         p.data -= group["lr"] * grad
 
@@ -168,11 +246,13 @@ class Adam(Optimizer):
         state["step"] += 1
         if group["weight_decay"] != 0:
             grad = grad + group["weight_decay"] * p.data
-        # new arrays every step, so a state_dict taken earlier is never changed
-        exp_avg = state["exp_avg"] = state["exp_avg"] + (1 - beta1) * (grad - state["exp_avg"])
-        exp_avg_sq = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * grad * grad
+        # in place: each parameter's state is a view into its bucket's (see _Bucket); state_dict() copies
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg += (1 - beta1) * (grad - exp_avg)
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * grad * grad
         if group["amsgrad"]:
-            exp_avg_sq = state["max_exp_avg_sq"] = xp.maximum(state["max_exp_avg_sq"], exp_avg_sq)
+            exp_avg_sq = xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
         step_size = group["lr"] / (1 - beta1 ** state["step"])
         denom = xp.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** state["step"]) + group["eps"]
         p.data -= step_size * (exp_avg / denom)

@@ -316,3 +316,19 @@ def test_a_training_step_on_cuda_never_waits_for_the_gpu(optimizer):
             loss.backward()
             step_with.step()
         assert counted.host_waits == 0
+
+
+@on_standin
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_an_optimizer_step_takes_a_few_launches_whatever_the_number_of_parameters(name):
+    """The parameters are views into one flat array per device and dtype, stepped all at once."""
+    params = [minidl.randn(3, 4, device="cuda", requires_grad=True) for _ in range(60)]
+    make = {"sgd": lambda: minidl.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4),
+            "adam": lambda: minidl.optim.Adam(params, lr=1e-3, weight_decay=1e-4)}[name]
+    optimizer = make()
+    for _ in range(2):  # the first step creates the state
+        for p in params:
+            p.grad = minidl.randn(3, 4, device="cuda")
+        with standin_cupy.counting() as counted:
+            optimizer.step()
+    assert counted.launches <= 16, counted.launches  # one per parameter would be 60 and more
