@@ -244,6 +244,15 @@ def __getattr__(name):
     return value
 
 
+def fuse(function=None, **options):
+    """``cupy.fuse``: the function runs as one kernel, so the stand-in counts its operations as one launch."""
+    def fused(*args):
+        with one_launch():
+            return function(*args)
+
+    return fused if function is not None else (lambda f: fuse(f))
+
+
 def asnumpy(a):
     return a.get() if isinstance(a, ndarray) else np.asarray(a)
 
@@ -384,6 +393,16 @@ class ndarray(NDArrayOperatorsMixin):
 def install():
     """Make ``import cupy`` give this module (for the rest of the process)."""
     sys.modules["cupy"] = sys.modules[__name__]
+
+
+@contextlib.contextmanager
+def one_launch():
+    """Count the block as a single launch: what a fused or compiled kernel computing it would cost."""
+    before = counts.launches, counts.host_waits
+    try:
+        yield
+    finally:
+        counts.launches, counts.host_waits = before[0] + 1, before[1]
 
 
 @contextlib.contextmanager

@@ -332,3 +332,45 @@ def test_an_optimizer_step_takes_a_few_launches_whatever_the_number_of_parameter
         with standin_cupy.counting() as counted:
             optimizer.step()
     assert counted.launches <= 16, counted.launches  # one per parameter would be 60 and more
+
+
+# ---------------------------------------------------------------- the launch budget of a training step
+class _KernelsAsOneLaunch:
+    """The CUDA kernels of a topic as a GPU with working kernels runs them: one launch a call (computed here
+    by the readable twin, counted once)."""
+
+    def __init__(self, readable):
+        self.readable = readable
+
+    def __getattr__(self, name):
+        def run(*args, **kwargs):
+            with standin_cupy.one_launch():
+                return getattr(self.readable, name)(*args, **kwargs)
+
+        return run
+
+
+# Launches of one training step of the main job's model (v3+, resnet_small, 64-channel head, 7 classes;
+# forward, backward and Adam) before issue 13: 2413, of which Adam's step 1040 (13 per parameter) and
+# batch norm 806 (31 per layer). The budget is a third of that; the count does not depend on the batch or
+# image size. benchmarks/RESULTS.md has the counts.
+LAUNCH_BUDGET = 2413 // 3
+
+
+@on_standin
+def test_a_training_step_of_the_main_jobs_model_stays_within_its_launch_budget(monkeypatch):
+    from minidl.train import TrainConfig, _optimizer, build_model, segmentation_loss
+
+    monkeypatch.setattr(kernels, "_cuda_kernels", lambda topic, readable: (
+        _KernelsAsOneLaunch(readable) if topic in ("conv", "depthwise", "interpolate") else readable))
+    config = TrainConfig(backbone="resnet_small", head_channels=64, optimizer="adam", device="cuda")
+    net = build_model(config).to("cuda").train()
+    optimizer = _optimizer(config, net)
+    images, labels = minidl.randn(2, 3, 33, 33, device="cuda"), minidl.randint(0, 7, (2, 33, 33), device="cuda")
+    for _ in range(2):  # the first step also creates the optimizer's state and its flat buckets
+        with standin_cupy.counting() as counted:
+            loss = segmentation_loss(net, images, labels, config.loss_on)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    assert counted.launches <= LAUNCH_BUDGET, f"{counted.launches} launches, budget {LAUNCH_BUDGET}"

@@ -6,7 +6,7 @@ gradient has the output's shape and is summed back to each input's shape
 """
 import numpy as np
 
-from minidl.backend import get_array_module
+from minidl.backend import fused, get_array_module
 from minidl.tensor import Function, Tensor, random_module
 
 
@@ -197,7 +197,12 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved
-        return g * (y > 0)
+        return _pass_where_positive(g, y)
+
+
+@fused
+def _pass_where_positive(xp):
+    return lambda g, y: g * (y > 0)
 
 
 class Sigmoid(Function):

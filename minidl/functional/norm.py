@@ -15,11 +15,12 @@ Training also moves the running statistics towards the batch's, in place:
 running = (1 - momentum)·running + momentum·batch, where the variance fed in
 is the unbiased one (divided by m - 1), as PyTorch does.
 """
+import functools
 import math
 from types import SimpleNamespace
 
 from minidl import kernels
-from minidl.backend import get_array_module
+from minidl.backend import fused, get_array_module
 from minidl.tensor import Function, Tensor
 
 __all__ = ["batch_norm"]
@@ -35,9 +36,40 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _update_running(running, batch_value, momentum):
-    running *= 1 - momentum
-    running += momentum * batch_value
+# Per-channel bookkeeping and elementwise passes, each one kernel on a GPU (backend.fused): on the main
+# job's model that is most of batch norm's launches, since a (C,) vector costs a launch as a tensor does.
+@fused
+def _update_running(xp):
+    """running = (1 - momentum)·running + momentum·batch, in place; the variance fed in is the unbiased one."""
+    def update(running_mean, running_var, mean, var, momentum, unbiased):
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * (var * unbiased)
+    return update
+
+
+@fused
+def _scale_and_shift(xp):
+    """1/σ, and y = x·scale + shift with scale = γ/σ, shift = β - μ·scale (γ = 1, β = 0 when absent)."""
+    def scale_and_shift(mean, var, weight, bias, eps):
+        invstd = 1 / xp.sqrt(var + eps)
+        scale = weight * invstd
+        return invstd, scale, bias - mean * scale
+    return scale_and_shift
+
+
+@fused
+def _multiply_add(xp):
+    return lambda x, scale, shift: x * scale + shift
+
+
+@fused
+def _centred_gradient(xp):
+    def centred(g, x, mean, invstd, scale, sum_g, sum_g_centred, count):
+        x_hat = (x - mean) * invstd
+        return (g - sum_g / count - x_hat * (sum_g_centred * invstd / count)) * scale
+    return centred
 
 
 # The four steps, in readable array code; minidl.kernels.cpu.norm compiles the same steps for NumPy arrays.
@@ -49,22 +81,25 @@ def _statistics_numpy(x):
 
 def _normalize_numpy(x, scale, shift):
     """x·scale + shift per channel: γ·(x - μ)/σ + β as one multiply-add per element, as PyTorch computes it."""
-    return x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim)
+    return _multiply_add(x, _per_channel(scale, x.ndim), _per_channel(shift, x.ndim))
 
 
 def _grad_sums_numpy(g, x, mean):
     """Per channel: Σ g and Σ g·(x - μ)."""
-    axes = _channel_axes(x)
-    return g.sum(axis=axes), (g * (x - _per_channel(mean, x.ndim))).sum(axis=axes)
+    return g.sum(axis=_channel_axes(x)), _sum_of_g_centred(x.ndim)(g, x, _per_channel(mean, x.ndim))
+
+
+@functools.lru_cache(maxsize=None)
+def _sum_of_g_centred(ndim):
+    """Σ g·(x - μ) per channel, for inputs with ``ndim`` axes: one kernel on a GPU (product and sum fused)."""
+    axes = (0,) + tuple(range(2, ndim))
+    return fused(lambda xp: lambda g, x, mean: xp.sum(g * (x - mean), axis=axes))
 
 
 def _grad_input_numpy(g, x, mean, invstd, scale, sum_g, sum_g_centred):
     """(g - mean(g) - x̂·mean(g·x̂))·scale with x̂ = (x - μ)·invstd and Σ g·x̂ = invstd·Σ g·(x - μ)."""
-    count, ndim = g.size // g.shape[1], g.ndim
-    x_hat = (x - _per_channel(mean, ndim)) * _per_channel(invstd, ndim)
-    mean_g_x_hat = sum_g_centred * invstd / count
-    centred = g - _per_channel(sum_g / count, ndim) - x_hat * _per_channel(mean_g_x_hat, ndim)
-    return centred * _per_channel(scale, ndim)
+    per_channel = (_per_channel(v, g.ndim) for v in (mean, invstd, scale, sum_g, sum_g_centred))
+    return _centred_gradient(g, x, *per_channel, g.size // g.shape[1])
 
 
 _READABLE = SimpleNamespace(statistics=_statistics_numpy, normalize=_normalize_numpy, grad_sums=_grad_sums_numpy,
@@ -79,18 +114,16 @@ def _implementation(x):
 class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        xp, steps = get_array_module(x), _implementation(x)
+        steps = _implementation(x)
         if training:
             mean, var = steps.statistics(x)
             if running_mean is not None:
                 count = x.size // x.shape[1]
-                _update_running(running_mean, mean, momentum)
-                _update_running(running_var, var * (count / (count - 1)), momentum)
+                _update_running(running_mean, running_var, mean, var, momentum, count / (count - 1))
         else:  # a copy: a later training call must not change what this backward sees
             mean, var = running_mean.copy(), running_var
-        invstd = 1 / xp.sqrt(var + eps)
-        scale = invstd if weight is None else weight * invstd
-        shift = -mean * scale if bias is None else bias - mean * scale
+        invstd, scale, shift = _scale_and_shift(mean, var, 1.0 if weight is None else weight,
+                                                0.0 if bias is None else bias, eps)
         # x̂ is recomputed in backward from x, which the graph keeps alive anyway: no extra copy is held
         ctx.save_for_backward(x, mean, invstd, scale)
         ctx.training = training
