@@ -234,6 +234,8 @@ def train(config, resume=False):
     of its last evaluation (from the log).
     """
     train_set, val_set, stats = build_datasets(config)
+    if config.device.startswith("cuda") and isinstance(train_set, SyntheticSegmentation):
+        train_set.fill_cache()  # all CPU cores at once: one thread drawing items would hold back a GPU
     minidl.manual_seed(config.seed)  # the same seed, the same initial weights and dropout masks
     model = build_model(config).to(config.device)
     optimizer = _optimizer(config, model)

@@ -53,6 +53,22 @@ def test_synthetic_cache_gives_the_same_items_and_copies():
         label[:] = 0
 
 
+def test_synthetic_cache_filled_by_worker_processes_holds_the_same_items(monkeypatch):
+    def made_here(*args):
+        raise AssertionError("an item was made in this process, not in a worker")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SyntheticSegmentation, "load", made_here)
+        filled = SyntheticSegmentation(size=120, image_size=33, seed=2, split="val", cache=True).fill_cache(2)
+    assert sorted(filled._cache) == list(range(120))
+    plain = SyntheticSegmentation(size=120, image_size=33, seed=2, split="val")
+    for i in (0, 59, 60, 119):
+        np.testing.assert_array_equal(filled[i][0], plain[i][0])
+        np.testing.assert_array_equal(filled[i][1], plain[i][1])
+    with pytest.raises(ValueError, match="cache=False"):
+        plain.fill_cache()
+
+
 def test_synthetic_splits_and_seeds_differ():
     train = SyntheticSegmentation(size=5, split="train")
     val = SyntheticSegmentation(size=5, split="val")
