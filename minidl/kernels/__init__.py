@@ -16,6 +16,13 @@ of which can be missing or mismatched on a machine where CuPy itself works. So
 on 'cuda' a failure of Numba — to import, to find the GPU, to compile or to
 launch — is never the op's failure: the op computes with the readable CuPy code
 instead, and minidl says so once, with a ``KernelsUnavailableWarning``.
+
+Which GPU code is written how: a chain of elementwise operations (with at most
+one reduction) is Python array code run through ``minidl.backend.fused``, one
+``cupy.fuse`` kernel on a GPU and the same code on NumPy, so it is its own
+readable twin; a loop that reads neighbours (im2col/col2im, depthwise,
+bilinear) is a Numba CUDA kernel here, with its readable twin in
+``minidl.functional`` and its tests under Numba's simulator.
 """
 import contextlib
 import importlib
