@@ -79,7 +79,7 @@ def test_every_op_matches_torch_when_numba_cuda_cannot_be_imported(op, fresh_ker
     check_op(inputs, fn, device="cuda", gradcheck=False)
     check_op(inputs, fn, device="cuda", gradcheck=False)  # a second time: no second warning
     warned = [w for w in recwarn if issubclass(w.category, kernels.KernelsUnavailableWarning)]
-    if op in ("conv2d", "depthwise", "bilinear"):  # the ops that have CUDA kernels
+    if op in ("conv2d", "depthwise", "bilinear", "max_pool"):  # the ops that have CUDA kernels
         assert len(warned) == 1, [str(w.message) for w in warned]
         message = str(warned[0].message)
         assert "row_stack" in message and "numba-cuda" in message and "numpy" in message
@@ -362,7 +362,7 @@ def test_a_training_step_of_the_main_jobs_model_stays_within_its_launch_budget(m
     from minidl.train import TrainConfig, _optimizer, build_model, segmentation_loss
 
     monkeypatch.setattr(kernels, "_cuda_kernels", lambda topic, readable: (
-        _KernelsAsOneLaunch(readable) if topic in ("conv", "depthwise", "interpolate") else readable))
+        _KernelsAsOneLaunch(readable) if topic in ("conv", "depthwise", "interpolate", "pool") else readable))
     config = TrainConfig(backbone="resnet_small", head_channels=64, optimizer="adam", device="cuda")
     net = build_model(config).to("cuda").train()
     optimizer = _optimizer(config, net)

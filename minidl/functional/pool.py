@@ -14,6 +14,7 @@ differ in size and overlap. Averaging over such windows is separable, a
 matrix on each side: out = A_h · x · A_wᵀ.
 """
 from collections import namedtuple
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -106,12 +107,9 @@ def _max_pool_search(x, window):
 
 
 def _max_pool_values(x, window):
-    """The compiled loop on NumPy arrays while kernels are enabled, else the readable tap sweep."""
-    compiled = kernels.for_array(x, "pool")
-    if compiled:
-        # the kernel takes the window's pairs flat, in Window's order: kernel, stride, padding, dilation, out
-        return compiled.max_pool2d_forward(x, *sum(window, ()))
-    return _max_pool_search(x, window)
+    """The maxima and their positions: by the compiled kernels while enabled, else by the readable tap sweep."""
+    # the kernels take the window's pairs flat, in Window's order: kernel, stride, padding, dilation, out
+    return kernels.for_array(x, "pool", _READABLE).max_pool2d_forward(x, *sum(window, ()))
 
 
 class PickFromPlanes(Function):
@@ -132,11 +130,13 @@ class PickFromPlanes(Function):
 
 
 def _scatter_to_planes(g, index, plane_size):
+    """The compiled scatter while kernels are enabled, else the readable one."""
+    return kernels.for_array(g, "pool", _READABLE).scatter_to_planes(g, index, plane_size)
+
+
+def _scatter_to_planes_readable(g, index, plane_size):
     """grad[p, index[p, k]] += g[p, k] for (P, K) arrays, into a zero (P, plane_size) array."""
     xp = get_array_module(g)
-    compiled = kernels.for_array(g, "pool")
-    if compiled:
-        return compiled.scatter_to_planes(g, index, plane_size)
     # a window wholly inside the padding has PyTorch's out-of-plane index: it passes no gradient
     outside = index >= plane_size
     g, index = xp.where(outside, 0, g), xp.where(outside, 0, index)
@@ -144,6 +144,13 @@ def _scatter_to_planes(g, index, plane_size):
     grad = xp.zeros(planes * plane_size, g.dtype)
     scatter_add(grad, (index + xp.arange(planes)[:, None] * plane_size).ravel(), g.ravel())
     return grad.reshape(planes, plane_size)
+
+
+# the readable versions under the kernel modules' names, so the ops call either alike
+_READABLE = SimpleNamespace(
+    max_pool2d_forward=lambda x, *pairs: _max_pool_search(x, Window(*zip(pairs[0::2], pairs[1::2]))),
+    scatter_to_planes=_scatter_to_planes_readable,
+)
 
 
 # ---------------------------------------------------------------- average over fixed windows

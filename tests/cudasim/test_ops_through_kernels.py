@@ -17,6 +17,8 @@ CASES = [
      lambda lib, x, w: lib.nn.functional.conv2d(x, w, padding=2, dilation=2, groups=2)),
     ("interpolate", ["bilinear_forward", "bilinear_backward"], [(1, 2, 3, 4)],
      lambda lib, x: lib.nn.functional.interpolate(x, size=(5, 7), mode="bilinear", align_corners=False)),
+    ("pool", ["max_pool2d_forward", "scatter_to_planes"], [(1, 2, 5, 5)],
+     lambda lib, x: lib.nn.functional.max_pool2d(x, 3, stride=2, padding=1)),
 ]
 
 
