@@ -136,15 +136,24 @@ def transform_input_adjoint(dv, tiling):
 
 
 # ---------------------------------------------------------------- the filter transform and its adjoint
+def _both_axes(matrix, filters):
+    """matrix @ f @ matrixᵀ for every 2-D filter f in the last two axes of ``filters``.
+
+    Written as two tensordots, one large matrix product each, not as a stack of
+    3×3 products (which NumPy runs one by one: 10 ms for 256×256 filters).
+    """
+    xp = get_array_module(filters)
+    m = xp.asarray(matrix, filters.dtype)
+    rows_done = xp.tensordot(filters, m, axes=([-2], [1]))  # (…, k_w, m_rows): the row axis transformed, now last
+    return xp.tensordot(rows_done, m, axes=([-2], [1]))  # (…, m_rows, m_rows)
+
+
 def transform_weight(w):
     """U = G g Gᵀ for every 3×3 filter g: (16, C_out, C_in/groups)."""
-    xp = get_array_module(w)
-    g = xp.asarray(G, w.dtype)
-    return xp.ascontiguousarray((g @ w @ g.T).transpose(2, 3, 0, 1).reshape(16, *w.shape[:2]))
+    u = _both_axes(G, w)  # (C_out, C_in/groups, 4, 4)
+    return get_array_module(w).ascontiguousarray(u.transpose(2, 3, 0, 1).reshape(16, *w.shape[:2]))
 
 
 def transform_weight_adjoint(du):
     """dW = Gᵀ dU G: (C_out, C_in/groups, 3, 3) from dU (16, C_out, C_in/groups)."""
-    xp = get_array_module(du)
-    g = xp.asarray(G, du.dtype)
-    return g.T @ du.reshape(4, 4, *du.shape[1:]).transpose(2, 3, 0, 1) @ g
+    return _both_axes(G.T, du.reshape(4, 4, *du.shape[1:]).transpose(2, 3, 0, 1))
