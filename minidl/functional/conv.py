@@ -279,16 +279,25 @@ def conv_algorithm(name):
         _Choice.forced = previous
 
 
-def _winograd_pays(x, w, groups):
-    """Whether F(2×2, 3×3) beats im2col here: on the CPU, with enough channels for the products to dominate."""
-    return x.device.type == "cpu" and min(w.shape[0] // groups, w.shape[1]) >= 16
+def _winograd_pays(x, w, padding, dilation, groups):
+    """Whether F(2×2, 3×3) beats im2col here (measured in benchmarks/RESULTS.md, issue 16).
+
+    On the CPU, when both sides have at least 8 channels a group (with fewer,
+    the tile transforms cost more than the products save) and Winograd's
+    multiply-adds, half-outside tiles included, are at most 0.8 of im2col's
+    (a map of 1×1, or 33×33 at rate 24, wastes most of its tiles).
+    """
+    if x.device.type != "cpu" or min(w.shape[0] // groups, w.shape[1]) < 8:
+        return False
+    tiling = winograd.Tiling(x.shape, padding, dilation)
+    return 16 * tiling.count <= 0.8 * 9 * x.shape[0] * tiling.out_hw[0] * tiling.out_hw[1]
 
 
-def _use_winograd(x, w, stride, groups):
+def _use_winograd(x, w, stride, padding, dilation, groups):
     if tuple(w.shape[2:]) != (3, 3) or stride != (1, 1):
         return False
     name = _chosen_algorithm()
-    return name == "winograd" or (name == "auto" and _winograd_pays(x, w, groups))
+    return name == "winograd" or (name == "auto" and _winograd_pays(x, w, padding, dilation, groups))
 
 
 # ---------------------------------------------------------------- argument checks and the public function
@@ -360,6 +369,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         return depthwise_conv2d(input, weight, bias, stride, padding, dilation)
     if kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0):
         return PointwiseConvolution.apply(input, weight, bias, groups=groups)
-    if _use_winograd(input, weight, stride, groups):
+    if _use_winograd(input, weight, stride, padding, dilation, groups):
         return WinogradConvolution.apply(input, weight, bias, padding=padding, dilation=dilation, groups=groups)
     return Convolution.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
