@@ -1,6 +1,7 @@
 """Forward + backward time of minidl's DeepLab ops against PyTorch, measured in the same run.
 
     python benchmarks/ops.py [--repeat 10] [--only conv] [--device cpu|cuda] [--dtype float32] [--upstream random|ones]
+                             [--threads N]
 
 Each case runs the same expression in both frameworks (``lib`` is minidl or
 torch), on DeepLab's shapes, and reports the median and the best time of
@@ -10,7 +11,9 @@ falls on both. The first call of each is a warm-up, so Numba's compilation
 and PyTorch's lazy initialisation are not counted. The upstream gradient is
 random normal or all ones (``--upstream``), the same array for both. Nothing
 here asserts a speed: the table is the result; record it, with the command,
-in benchmarks/RESULTS.md.
+in benchmarks/RESULTS.md. ``--threads 1`` runs both frameworks on one thread
+(PyTorch, BLAS and Numba): on a machine whose other jobs keep the cores busy,
+one thread a framework is what a comparison can still measure fairly.
 """
 import argparse
 import platform
@@ -24,9 +27,9 @@ import minidl
 
 # (name, family, target ratio, input shapes, expression)
 CASES = [
-    ("conv 3x3 rate 2, 256->256, 33x33, N=4", "conv", 1.3, [(4, 256, 33, 33), (256, 256, 3, 3)],
+    ("conv 3x3 rate 2, 256->256, 33x33, N=4", "conv", 1.0, [(4, 256, 33, 33), (256, 256, 3, 3)],
      lambda lib, x, w: lib.nn.functional.conv2d(x, w, padding=2, dilation=2)),
-    ("conv 3x3 rate 12, 256->256, 33x33, N=4", "conv", 1.3, [(4, 256, 33, 33), (256, 256, 3, 3)],
+    ("conv 3x3 rate 12, 256->256, 33x33, N=4", "conv", 1.0, [(4, 256, 33, 33), (256, 256, 3, 3)],
      lambda lib, x, w: lib.nn.functional.conv2d(x, w, padding=12, dilation=12)),
     ("conv 1x1, 512->256, 33x33, N=4", "conv", 1.3, [(4, 512, 33, 33), (256, 512, 1, 1)],
      lambda lib, x, w: lib.nn.functional.conv2d(x, w)),
@@ -53,6 +56,16 @@ CASES = [
     ("max pool 3x3 stride 2, 64 ch, 129x129, N=4", "pool", None, [(4, 64, 129, 129)],
      lambda lib, x: lib.nn.functional.max_pool2d(x, 3, 2, 1)),
 ]
+
+
+def set_threads(count):
+    """PyTorch's, BLAS's and Numba's thread counts, all to ``count``."""
+    import numba
+    import threadpoolctl
+
+    torch.set_num_threads(count)
+    threadpoolctl.threadpool_limits(count)
+    numba.set_num_threads(count)
 
 
 def _sync(lib, device):
@@ -114,7 +127,10 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--upstream", default="random", choices=["random", "ones"],
                         help="the upstream gradient: random normal or all ones")
+    parser.add_argument("--threads", type=int, help="threads for PyTorch, BLAS and Numba (default: theirs)")
     args = parser.parse_args(argv)
+    if args.threads:
+        set_threads(args.threads)
     print(f"# minidl {minidl.__version__} vs torch {torch.__version__}, device {args.device}, {args.dtype}, "
           f"{args.repeat} calls each (taking turns), upstream gradient {args.upstream}, "
           f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
