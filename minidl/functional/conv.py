@@ -29,9 +29,9 @@ import os
 
 from minidl import kernels
 from minidl.backend import get_array_module
+from minidl.functional import winograd
 from minidl.functional.convutils import output_size, pair, tap_positions
 from minidl.functional.shape import pad, squeeze, unsqueeze
-from minidl.functional import winograd
 from minidl.tensor import Function
 
 __all__ = ["conv2d", "conv_algorithm"]
