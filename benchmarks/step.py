@@ -85,7 +85,8 @@ def main(argv=None):
             if turn >= 2:  # two warm-up steps: compilation, caches, first allocations
                 times[name].append(seconds)
     print(f"# DeepLab v3+ {args.backbone}, batch {args.batch_size} × {args.size}², {args.classes} classes, "
-          f"head {args.head_channels}, {args.repeat} steps each (taking turns), torch threads {torch.get_num_threads()}")
+          f"head {args.head_channels}, {args.repeat} steps each (taking turns), "
+          f"torch threads {torch.get_num_threads()}")
     print("| runner | median s | best s | ÷ torch median | ÷ torch best |")
     print("|---|---:|---:|---:|---:|")
     reference = statistics.median(times["torch"]), min(times["torch"])

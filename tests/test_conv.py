@@ -435,7 +435,8 @@ def test_winograd_matrices_compute_two_outputs_of_three_taps():
 
 # ---------------------------------------------------------------- which algorithm runs
 def _algorithm_of(x_shape, w_shape, **options):
-    x, w = minidl.tensor(np.zeros(x_shape, np.float32), requires_grad=True), minidl.tensor(np.zeros(w_shape, np.float32))
+    x = minidl.tensor(np.zeros(x_shape, np.float32), requires_grad=True)
+    w = minidl.tensor(np.zeros(w_shape, np.float32))
     return conv(minidl, x, w, **options).grad_fn.function.__name__
 
 

@@ -105,7 +105,7 @@ def _input(x, v, ys, xs, ph, pw, dh, dw):
 
 @numba.njit(**_PARALLEL)
 def _output(m, out, ys, xs, dh, dw):
-    """out[n, c] at tile t's 2×2 outputs = Aᵀ m A, m the tile's 4×4 values in m[:, c, t]; skips outputs past the edge."""
+    """out[n, c] at tile t's 2×2 outputs = Aᵀ m A, m = the tile's values m[:, c, t]; none written past the edge."""
     images, channels, height, width = out.shape
     for c in numba.prange(channels):
         r = np.empty((2, 4), m.dtype)
