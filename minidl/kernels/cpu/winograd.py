@@ -23,6 +23,7 @@ other jobs each hand-over may wait for a descheduled thread; there the
 median of the forward product went from 143 ms to 50.
 """
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -41,7 +42,8 @@ def planes(rows, cols, dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _pool(workers):
+def _pool(workers, process):
+    """``workers`` threads for this process: a forked child gets its own, as it has none of its parent's threads."""
     return ThreadPoolExecutor(workers, thread_name_prefix="minidl-winograd")
 
 
@@ -66,7 +68,7 @@ def products(a, b):
         return np.matmul(a, b, out=out)
     with _blas_controller().limit(limits=1, user_api="blas"):
         share = lambda k: np.matmul(a[k::workers], b[k::workers], out=out[k::workers])  # noqa: E731
-        list(_pool(workers).map(share, range(workers)))
+        list(_pool(workers, os.getpid()).map(share, range(workers)))
     return out
 
 
