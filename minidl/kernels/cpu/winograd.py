@@ -1,4 +1,4 @@
-"""Winograd F(2×2, 3×3)'s four tile transforms as Numba loops, twins of ``minidl.functional.winograd``.
+"""Winograd F(2×2, 3×3) on the CPU: the transforms as Numba loops, the 16 products; twins of ``functional.winograd``.
 
 Same arguments and layouts as the readable version: V, M and their gradients
 are (16, C, N·Ty·Tx), tile t = (n, ty, tx) with tx fastest. Instead of
@@ -8,7 +8,8 @@ padded copy is made. Channels are independent, so ``prange`` spreads them
 over the cores; the tile loops read and write each plane once.
 
 The transforms are the matrices written out: Bᵀ d B, Aᵀ m A, A g Aᵀ and
-B v Bᵀ, one axis at a time on a 4×4 scratch tile.
+B v Bᵀ for the tiles, G g Gᵀ and Gᵀ dU G for the filters, one axis at a
+time on a small scratch tile.
 
 Every tile reads or writes one value in each of the 16 planes of V (or M).
 When the planes lie a multiple of 4 KiB apart, which (C, tiles) of DeepLab's
