@@ -464,14 +464,3 @@ def test_conv_algorithm_overrides_and_nests(monkeypatch):
         with minidl.nn.functional.conv_algorithm("gemm"):
             pass
 
-
-@pytest.mark.parametrize("blas_threads", [1, 2])
-def test_winograd_products_shared_between_threads(blas_threads):
-    # with k BLAS threads, k Python threads take every k-th of the 16 products (kernels/cpu/winograd.py)
-    import threadpoolctl
-
-    rng = np.random.default_rng(10)
-    u, v = rng.standard_normal((16, 2, 5, 3)).astype(np.float32), rng.standard_normal((16, 2, 3, 7)).astype(np.float32)
-    with threadpoolctl.threadpool_limits(blas_threads, user_api="blas"):
-        for a, b in ((u, v), (u.transpose(0, 1, 3, 2), u), (v, v.transpose(0, 1, 3, 2))):
-            np.testing.assert_allclose(cpu_winograd.products(a, b), a @ b, rtol=1e-6, atol=1e-6)

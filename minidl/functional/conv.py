@@ -190,7 +190,7 @@ class WinogradConvolution(Function):
         transforms, tiling = _winograd_transforms(x), winograd.Tiling(x.shape, padding, dilation)
         u = transforms.transform_weight(w).reshape(16, groups, -1, w.shape[1])
         v = transforms.transform_input(x, tiling).reshape(16, groups, -1, tiling.count)
-        out = transforms.transform_output(transforms.products(u, v).reshape(16, w.shape[0], -1), tiling)
+        out = transforms.transform_output((u @ v).reshape(16, w.shape[0], -1), tiling)
         needs_x, needs_w = ctx.needs_input_grad[:2]
         ctx.save_for_backward(v if needs_w else None, u if needs_x else None)
         ctx.tiling, ctx.w_shape = tiling, w.shape
@@ -205,11 +205,10 @@ class WinogradConvolution(Function):
         dm = transforms.transform_output_adjoint(g, tiling).reshape(16, groups, -1, tiling.count)
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            dv = transforms.products(u.transpose(0, 1, 3, 2), dm)
+            dv = u.transpose(0, 1, 3, 2) @ dm
             gx = transforms.transform_input_adjoint(dv.reshape(16, tiling.x_shape[1], -1), tiling)
         if ctx.needs_input_grad[1]:
-            du = transforms.products(dm, v.transpose(0, 1, 3, 2))
-            gw = transforms.transform_weight_adjoint(du.reshape(16, c_out, c_in_group))
+            gw = transforms.transform_weight_adjoint((dm @ v.transpose(0, 1, 3, 2)).reshape(16, c_out, c_in_group))
         return gx, gw, _bias_grad(ctx, g)
 
 

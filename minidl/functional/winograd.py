@@ -135,11 +135,6 @@ def transform_input_adjoint(dv, tiling):
     return padded[:, :, ph : ph + height, pw : pw + width]
 
 
-def products(a, b):
-    """The 16 matrix products a[ξ] @ b[ξ] (any batch axes between): M = U V, and the backward's two."""
-    return a @ b
-
-
 # ---------------------------------------------------------------- the filter transform and its adjoint
 def _both_axes(matrix, filters):
     """matrix @ f @ matrixᵀ for every 2-D filter f in the last two axes of ``filters``.

@@ -1,4 +1,4 @@
-"""Winograd F(2×2, 3×3) on the CPU: the transforms as Numba loops, the 16 products; twins of ``functional.winograd``.
+"""Winograd F(2×2, 3×3)'s tile and filter transforms as Numba loops, twins of ``minidl.functional.winograd``.
 
 Same arguments and layouts as the readable version: V, M and their gradients
 are (16, C, N·Ty·Tx), tile t = (n, ty, tx) with tx fastest. Instead of
@@ -16,21 +16,11 @@ When the planes lie a multiple of 4 KiB apart, which (C, tiles) of DeepLab's
 sizes often makes them, those 16 addresses share one set of the L1 cache
 (12 ways here) and evict each other: the input transform of a 256-channel
 33×33 map took 14.5 ms instead of 4.6. ``planes`` staggers them.
-
-The 16 products are independent, so each BLAS thread takes whole products
-(``products``) instead of every product being split across the threads:
-one hand-over per group of 16 instead of 16. On a 2-core machine shared with
-other jobs each hand-over may wait for a descheduled thread; there the
-median of the forward product went from 143 ms to 50.
 """
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 
-from minidl.kernels.cpu import _blas_controller, threads_for
+from minidl.kernels.cpu import threads_for
 
 _PARALLEL = dict(cache=True, parallel=True)
 
@@ -40,37 +30,6 @@ def planes(rows, cols, dtype):
     size = rows * cols
     flat = np.empty(16 * (size + 16), dtype)
     return flat.reshape(16, size + 16)[:, :size].reshape(16, rows, cols)
-
-
-@functools.lru_cache(maxsize=None)
-def _pool(workers, process):
-    """``workers`` threads for this process: a forked child gets its own, as it has none of its parent's threads."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="minidl-winograd")
-
-
-def _blas_threads():
-    """How many threads BLAS may use here (1 inside ``blas_threads_for`` a small product)."""
-    controller = _blas_controller()
-    if controller is None:
-        return 1
-    return max(lib.num_threads for lib in controller.select(user_api="blas").lib_controllers)
-
-
-def products(a, b):
-    """a[ξ] @ b[ξ] for the 16 positions ξ (the first axis), as ``minidl.functional.winograd.products``.
-
-    With k BLAS threads, k Python threads take every k-th product each, BLAS on
-    one thread inside (NumPy's matmul releases the GIL); the result's planes are staggered.
-    """
-    out_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    out = planes(int(np.prod(out_shape[1:-1])), out_shape[-1], np.result_type(a, b)).reshape(out_shape)
-    workers = _blas_threads()
-    if workers == 1:
-        return np.matmul(a, b, out=out)
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        share = lambda k: np.matmul(a[k::workers], b[k::workers], out=out[k::workers])  # noqa: E731
-        list(_pool(workers, os.getpid()).map(share, range(workers)))
-    return out
 
 
 @numba.njit(cache=True, inline="always")
