@@ -11,7 +11,7 @@ The transforms are the matrices written out: Bᵀ d B, Aᵀ m A, A g Aᵀ and
 B v Bᵀ for the tiles, G g Gᵀ and Gᵀ dU G for the filters, one axis at a
 time on a small scratch tile.
 
-Every tile reads or writes one value in each of the 16 planes of V (or M).
+Every tile writes one value in each of the 16 planes of V (or U, or dM).
 When the planes lie a multiple of 4 KiB apart, which (C, tiles) of DeepLab's
 sizes often makes them, those 16 addresses share one set of the L1 cache
 (12 ways here) and evict each other: the input transform of a 256-channel
