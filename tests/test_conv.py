@@ -3,7 +3,9 @@
 im2col and col2im are checked against torch's ``unfold`` and ``fold`` (same
 row order (c, i, j)), and the Numba kernels against the readable NumPy code,
 which also runs the whole op on a sample of the grid inside
-``minidl.kernels.disabled()``.
+``minidl.kernels.disabled()``. Winograd's F(2×2, 3×3) runs the stride-1 3×3
+part of the same grid, forced with ``conv_algorithm('winograd')`` (the grid's
+4 channels are too few for the automatic choice to take it).
 """
 import contextlib
 import itertools
@@ -14,9 +16,11 @@ import torch
 from helpers import Const, check_op, run_both
 
 import minidl
+from minidl.functional import winograd
 from minidl.functional.conv import Convolution, col2im, im2col
 from minidl.functional.convutils import dilated_extent
 from minidl.kernels.cpu import conv as cpu_conv
+from minidl.kernels.cpu import winograd as cpu_winograd
 
 
 def conv(lib, x, w, b=None, **options):
@@ -303,3 +307,159 @@ def test_bad_input(message, x_shape, w_shape, b_shape, options):
 
 def test_mismatched_dtypes():
     _raises(r"input is float32 but weight is float64", (1, 1, 4, 4), (1, 1, 3, 3), error=TypeError, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- Winograd F(2×2, 3×3): the same grid, forced
+WINOGRAD_GRID = [case for case in GRID if case[0] == (3, 3) and case[1] == 1]  # stride-1 3×3: where it applies
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding, groups", WINOGRAD_GRID, ids=str)
+def test_winograd_grid(kernel, stride, dilation, padding, groups):
+    x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
+    with minidl.nn.functional.conv_algorithm("winograd"):
+        check_conv(x_shape, w_shape, **options)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, options",
+    [
+        ((1, 2, 1, 1), (3, 2, 3, 3), dict(padding=1)),  # one tile, three quarters outside the output
+        ((1, 2, 1, 1), (3, 2, 3, 3), dict(padding=6, dilation=6)),
+        ((1, 3, 7, 5), (2, 3, 3, 3), dict(padding=(4, 0), dilation=(1, 2))),  # odd phases: half-outside tiles
+        ((1, 8, 9, 9), (4, 8, 3, 3), dict(padding=12, dilation=12)),  # ASPP rate 12 on a small map
+        ((2, 4, 6, 6), (6, 2, 3, 3), dict(groups=2, padding=(0, 1))),
+        ((1, 2, 7, 6), (3, 2, 3, 3), dict(padding="same", dilation=2)),
+        ((3, 6, 6), (4, 3, 3, 3), dict(padding=1)),  # unbatched
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
+def test_winograd_awkward(x_shape, w_shape, options, compiled):
+    with minidl.nn.functional.conv_algorithm("winograd"), (
+        contextlib.nullcontext() if compiled else minidl.kernels.disabled()
+    ):
+        check_conv(x_shape, w_shape, **options)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, bias, options",
+    [
+        ((2, 2, 5, 4), (3, 2, 3, 3), True, dict(padding=1)),
+        ((1, 2, 7, 6), (2, 2, 3, 3), False, dict(dilation=(2, 3), padding=(3, 1))),
+        ((1, 4, 5, 5), (2, 2, 3, 3), True, dict(groups=2, padding=3, dilation=2)),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
+def test_winograd_gradcheck(x_shape, w_shape, bias, options, compiled):
+    with minidl.nn.functional.conv_algorithm("winograd"), (
+        contextlib.nullcontext() if compiled else minidl.kernels.disabled()
+    ):
+        check_conv(x_shape, w_shape, bias, gradcheck=True, **options)
+
+
+def _relative_errors_float32(algorithm, x, w, upstream, **options):
+    """Max |float32 - float64| / max |float64| of the output and both gradients, the float64 run by im2col."""
+    results = {}
+    for name, dtype in ((algorithm, np.float32), ("im2col", np.float64)):
+        tensors = [minidl.tensor(a.astype(dtype), requires_grad=True) for a in (x, w)]
+        with minidl.nn.functional.conv_algorithm(name):
+            out = conv(minidl, *tensors, **options)
+        out.backward(minidl.tensor(upstream.astype(dtype)))
+        results[dtype] = [out.data, tensors[0].grad.data, tensors[1].grad.data]
+    return [np.abs(a - b).max() / np.abs(b).max() for a, b in zip(results[np.float32], results[np.float64])]
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 12])
+def test_winograd_float32_error_is_bounded(dilation):
+    # The transforms add and halve (B, G, A hold 0, ±1 and ±½), so F(2×2, 3×3) loses little to rounding:
+    # measured 4-5e-7 of the largest value here (im2col: 2-7e-7), 8e-7 at 256 channels. The bound leaves headroom.
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 128, 13, 13)), rng.standard_normal((128, 128, 3, 3)) / np.sqrt(9 * 128)
+    upstream = rng.standard_normal((2, 128, 13, 13))
+    for algorithm in ("winograd", "im2col"):
+        errors = _relative_errors_float32(algorithm, x, w, upstream, padding=dilation, dilation=dilation)
+        assert max(errors) < 3e-6, f"{algorithm}: relative float32 errors (output, grad input, grad weight) {errors}"
+
+
+# ---------------------------------------------------------------- Winograd's pieces: tiles, transforms, kernels
+@pytest.mark.parametrize("out, dilation", [(1, 1), (7, 1), (8, 1), (33, 2), (33, 12), (7, 18), (5, 3)])
+def test_tile_starts_cover_every_output_once(out, dilation):
+    starts = winograd.tile_starts(out, dilation)
+    covered = np.concatenate([starts, starts + dilation])  # a tile is the outputs y and y + dilation
+    inside = np.sort(covered[covered < out])
+    np.testing.assert_array_equal(inside, np.arange(out))
+    assert len(covered) - out <= min(dilation, out)  # at most one half-outside tile per phase
+
+
+TRANSFORM_GEOMETRIES = [  # (input shape, padding, dilation)
+    ((2, 3, 7, 9), (1, 1), (1, 1)),
+    ((1, 2, 11, 10), (2, 3), (2, 3)),
+    ((2, 3, 9, 9), (12, 12), (12, 12)),
+    ((1, 2, 3, 3), (0, 0), (1, 1)),
+    ((1, 1, 1, 1), (4, 1), (4, 1)),
+]
+
+
+@pytest.mark.parametrize("shape, padding, dilation", TRANSFORM_GEOMETRIES, ids=str)
+def test_winograd_kernels_match_numpy_in_float32(shape, padding, dilation):
+    rng = np.random.default_rng(8)
+    tiling = winograd.Tiling(shape, padding, dilation)
+    c_out = 4
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((c_out, shape[1], 3, 3)).astype(np.float32)
+    m = rng.standard_normal((16, c_out, tiling.count)).astype(np.float32)
+    grad_out = rng.standard_normal((shape[0], c_out, *tiling.out_hw)).astype(np.float32)
+    pairs = [
+        ("transform_input", x, 0), ("transform_output", m, 0), ("transform_output_adjoint", grad_out, 0),
+        ("transform_input_adjoint", rng.standard_normal((16, shape[1], tiling.count)).astype(np.float32), 2e-6),
+    ]
+    for name, argument, tolerance in pairs:
+        compiled, readable = getattr(cpu_winograd, name)(argument, tiling), getattr(winograd, name)(argument, tiling)
+        assert compiled.dtype == np.float32, name
+        np.testing.assert_allclose(compiled, readable, rtol=0, atol=tolerance, err_msg=name)
+    u = rng.standard_normal((16, c_out, shape[1])).astype(np.float32)
+    np.testing.assert_array_equal(cpu_winograd.transform_weight(w), winograd.transform_weight(w))
+    np.testing.assert_allclose(cpu_winograd.transform_weight_adjoint(u), winograd.transform_weight_adjoint(u),
+                               rtol=0, atol=1e-6)
+
+
+def test_winograd_matrices_compute_two_outputs_of_three_taps():
+    # Lavin & Gray's identity on one axis: Aᵀ[(G g) ⊙ (Bᵀ d)] = the 2 outputs of correlating d (4) with g (3)
+    rng = np.random.default_rng(9)
+    d, g = rng.standard_normal(4), rng.standard_normal(3)
+    expected = [d[0:3] @ g, d[1:4] @ g]
+    np.testing.assert_allclose(winograd.A_T @ ((winograd.G @ g) * (winograd.B_T @ d)), expected, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- which algorithm runs
+def _algorithm_of(x_shape, w_shape, **options):
+    x = minidl.tensor(np.zeros(x_shape, np.float32), requires_grad=True)
+    w = minidl.tensor(np.zeros(w_shape, np.float32))
+    return conv(minidl, x, w, **options).grad_fn.function.__name__
+
+
+def test_auto_takes_winograd_where_it_pays():
+    assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), padding=2, dilation=2) == "WinogradConvolution"
+    assert _algorithm_of((2, 4, 17, 17), (64, 4, 3, 3), padding=1) == "Convolution"  # few input channels
+    assert _algorithm_of((2, 64, 33, 33), (64, 64, 3, 3), padding=24, dilation=24) == "Convolution"  # wasted tiles
+    assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), stride=2, padding=1) == "Convolution"  # stride 2
+
+
+def test_conv_algorithm_overrides_and_nests(monkeypatch):
+    shapes = (2, 64, 9, 9), (64, 64, 3, 3)
+    with minidl.nn.functional.conv_algorithm("im2col"):
+        assert _algorithm_of(*shapes, padding=1) == "Convolution"
+        with minidl.nn.functional.conv_algorithm("winograd"):
+            assert _algorithm_of((1, 2, 5, 5), (3, 2, 3, 3), padding=1) == "WinogradConvolution"
+            assert _algorithm_of((1, 2, 5, 5), (3, 2, 3, 3), stride=2) == "Convolution"  # where it does not apply
+        assert _algorithm_of(*shapes, padding=1) == "Convolution"
+    monkeypatch.setenv("MINIDL_CONV_ALGORITHM", "im2col")
+    assert _algorithm_of(*shapes, padding=1) == "Convolution"
+    monkeypatch.setenv("MINIDL_CONV_ALGORITHM", "fast")
+    with pytest.raises(ValueError, match=r"MINIDL_CONV_ALGORITHM must be one of auto, im2col, winograd, got 'fast'"):
+        _algorithm_of(*shapes, padding=1)
+    with pytest.raises(ValueError, match=r"conv_algorithm: name must be one of auto, im2col, winograd, got 'gemm'"):
+        with minidl.nn.functional.conv_algorithm("gemm"):
+            pass
+

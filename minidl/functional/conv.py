@@ -16,18 +16,26 @@ from (a pixel seen by several windows collects all their gradients).
 A 1×1 convolution with stride 1 and no padding needs no im2col: it is a
 matrix product over channels at every pixel. Depthwise convolutions
 (groups == in_channels) go to ``minidl.functional.depthwise``.
+
+A stride-1 3×3 convolution (any dilation) can also run Winograd's
+F(2×2, 3×3) (``minidl.functional.winograd``): 16 matrix products of
+(C_out × C_in) @ (C_in × tiles), 16/36 of im2col's multiply-adds.
+``conv_algorithm`` says which of the two runs: by default the one that is
+faster for the shape (``_winograd_pays``), on the CPU.
 """
 import contextlib
 import functools
+import os
 from types import SimpleNamespace
 
 from minidl import kernels
 from minidl.backend import get_array_module
+from minidl.functional import winograd
 from minidl.functional.convutils import output_size, pair, tap_positions
 from minidl.functional.shape import pad, squeeze, unsqueeze
 from minidl.tensor import Function
 
-__all__ = ["conv2d"]
+__all__ = ["conv2d", "conv_algorithm"]
 
 
 # ---------------------------------------------------------------- im2col / col2im, the readable NumPy version
@@ -167,6 +175,46 @@ class Convolution(Function):
         return gx, gw, _bias_grad(ctx, g)
 
 
+class WinogradConvolution(Function):
+    """conv2d of a stride-1 3×3 kernel by F(2×2, 3×3): out tiles from M[ξ] = U[ξ] @ V[ξ] for the 16 positions ξ.
+
+    U (16, groups, C_out/groups, C_in/groups) are the transformed filters, V
+    (16, groups, C_in/groups, tiles) the transformed input tiles; backward
+    runs the same steps' adjoints (see ``minidl.functional.winograd``).
+    """
+
+    @_sized_products
+    def forward(ctx, x, w, b, padding, dilation, groups):
+        transforms, tiling = _winograd_transforms(x), winograd.Tiling(x.shape, padding, dilation)
+        u = transforms.transform_weight(w).reshape(16, groups, -1, w.shape[1])
+        v = transforms.transform_input(x, tiling).reshape(16, groups, -1, tiling.count)
+        out = transforms.transform_output((u @ v).reshape(16, w.shape[0], -1), tiling)
+        needs_x, needs_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(v if needs_w else None, u if needs_x else None)
+        ctx.tiling, ctx.w_shape = tiling, w.shape
+        return _add_bias(out, b)
+
+    @_sized_products
+    def backward(ctx, g):
+        v, u = ctx.saved
+        tiling, (c_out, c_in_group) = ctx.tiling, ctx.w_shape[:2]
+        groups = tiling.x_shape[1] // c_in_group
+        transforms = _winograd_transforms(g)
+        dm = transforms.transform_output_adjoint(g, tiling).reshape(16, groups, -1, tiling.count)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            dv = u.transpose(0, 1, 3, 2) @ dm
+            gx = transforms.transform_input_adjoint(dv.reshape(16, tiling.x_shape[1], -1), tiling)
+        if ctx.needs_input_grad[1]:
+            gw = transforms.transform_weight_adjoint((dm @ v.transpose(0, 1, 3, 2)).reshape(16, c_out, c_in_group))
+        return gx, gw, _bias_grad(ctx, g)
+
+
+def _winograd_transforms(array):
+    """The tile transforms for array's device: the Numba loops on the CPU, else the readable array code."""
+    return kernels.for_array(array, "winograd", winograd)
+
+
 class PointwiseConvolution(Function):
     """A 1×1 convolution (stride 1, no padding): weight (C_out, C_in) @ x at every pixel, no im2col."""
 
@@ -194,6 +242,60 @@ class PointwiseConvolution(Function):
         if ctx.needs_input_grad[1]:
             gw = (g_groups @ x_groups.transpose(0, 1, 3, 2)).sum(axis=0).reshape(ctx.w_shape)
         return gx, gw, _bias_grad(ctx, g)
+
+
+# ---------------------------------------------------------------- which algorithm
+ALGORITHMS = ("auto", "im2col", "winograd")
+
+
+class _Choice:
+    forced = None  # set by conv_algorithm(); None: the environment variable, else "auto"
+
+
+def _chosen_algorithm():
+    name = _Choice.forced or os.environ.get("MINIDL_CONV_ALGORITHM", "auto")
+    if name not in ALGORITHMS:
+        raise ValueError(f"MINIDL_CONV_ALGORITHM must be one of {', '.join(ALGORITHMS)}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def conv_algorithm(name):
+    """Run the convolutions in the block with ``name``: 'auto' (the default), 'im2col' or 'winograd'.
+
+    'winograd' applies to stride-1 3×3 kernels (any dilation, padding, groups);
+    other convolutions keep im2col. 'auto' takes Winograd where it is faster
+    on the CPU (``_winograd_pays``) and im2col on a GPU. Without a block, the
+    environment variable ``MINIDL_CONV_ALGORITHM`` sets the default.
+    """
+    if name not in ALGORITHMS:
+        raise ValueError(f"conv_algorithm: name must be one of {', '.join(ALGORITHMS)}, got {name!r}")
+    previous, _Choice.forced = _Choice.forced, name
+    try:
+        yield
+    finally:
+        _Choice.forced = previous
+
+
+def _winograd_pays(x, w, padding, dilation, groups):
+    """Whether F(2×2, 3×3) beats im2col here (measured in benchmarks/RESULTS.md, issue 16).
+
+    On the CPU, when both sides have at least 8 channels a group (with fewer,
+    the tile transforms cost more than the products save) and Winograd's
+    multiply-adds, half-outside tiles included, are at most 0.8 of im2col's
+    (a map of 1×1, or 33×33 at rate 24, wastes most of its tiles).
+    """
+    if x.device.type != "cpu" or min(w.shape[0] // groups, w.shape[1]) < 8:
+        return False
+    tiling = winograd.Tiling(x.shape, padding, dilation)
+    return 16 * tiling.count <= 0.8 * 9 * x.shape[0] * tiling.out_hw[0] * tiling.out_hw[1]
+
+
+def _use_winograd(x, w, stride, padding, dilation, groups):
+    if tuple(w.shape[2:]) != (3, 3) or stride != (1, 1):
+        return False
+    name = _chosen_algorithm()
+    return name == "winograd" or (name == "auto" and _winograd_pays(x, w, padding, dilation, groups))
 
 
 # ---------------------------------------------------------------- argument checks and the public function
@@ -265,4 +367,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         return depthwise_conv2d(input, weight, bias, stride, padding, dilation)
     if kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0):
         return PointwiseConvolution.apply(input, weight, bias, groups=groups)
+    if _use_winograd(input, weight, stride, padding, dilation, groups):
+        return WinogradConvolution.apply(input, weight, bias, padding=padding, dilation=dilation, groups=groups)
     return Convolution.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
