@@ -27,10 +27,10 @@ def conv(lib, x, w, b=None, **options):
     return lib.nn.functional.conv2d(x, w, b, **options)
 
 
-def check_conv(x_shape, w_shape, bias=True, gradcheck=False, **options):
+def check_conv(x_shape, w_shape, bias=True, gradcheck=False, device="cpu", **options):
     """check_op on conv2d: with bias the inputs are x, weight and bias (C_out,)."""
     shapes = [x_shape, w_shape] + ([(w_shape[0],)] if bias else [])
-    check_op(shapes, lambda lib, *t: conv(lib, *t, **options), gradcheck=gradcheck, atol=1e-9)
+    check_op(shapes, lambda lib, *t: conv(lib, *t, **options), gradcheck=gradcheck, atol=1e-9, device=device)
 
 
 # ---------------------------------------------------------------- the grid: kernel × stride × dilation × padding × groups
@@ -52,9 +52,9 @@ GRID = list(itertools.product(KERNELS, [1, 2, 3], [1, 2, 3, 6], PADDINGS, [1, 2]
 
 
 @pytest.mark.parametrize("kernel, stride, dilation, padding, groups", GRID, ids=str)
-def test_grid(kernel, stride, dilation, padding, groups):
+def test_grid(kernel, stride, dilation, padding, groups, device):
     x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
-    check_conv(x_shape, w_shape, **options)
+    check_conv(x_shape, w_shape, **options, device=device)
 
 
 @pytest.mark.parametrize("kernel, stride, dilation, padding, groups", GRID[::9], ids=str)
@@ -92,22 +92,22 @@ def test_grid_numpy_path(kernel, stride, dilation, padding, groups):
     ids=str,
 )
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's note on its padded copy
-def test_awkward(x_shape, w_shape, bias, options):
-    check_conv(x_shape, w_shape, bias, **options)
+def test_awkward(x_shape, w_shape, bias, options, device):
+    check_conv(x_shape, w_shape, bias, **options, device=device)
 
 
 # ---------------------------------------------------------------- pointwise: a matrix product over channels, no im2col
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("bias", [True, False])
-def test_pointwise(batch, groups, bias):
-    check_conv((batch, 4, 5, 3), (6, 4 // groups, 1, 1), bias, groups=groups)
+def test_pointwise(batch, groups, bias, device):
+    check_conv((batch, 4, 5, 3), (6, 4 // groups, 1, 1), bias, groups=groups, device=device)
 
 
-def test_pointwise_with_stride_or_padding_takes_im2col():
-    check_conv((2, 4, 5, 5), (3, 4, 1, 1), stride=2)
-    check_conv((2, 4, 5, 5), (3, 4, 1, 1), padding=(1, 2))
-    check_conv((2, 4, 5, 5), (3, 4, 1, 1), dilation=3)  # dilation changes nothing for a 1×1 kernel
+def test_pointwise_with_stride_or_padding_takes_im2col(device):
+    check_conv((2, 4, 5, 5), (3, 4, 1, 1), stride=2, device=device)
+    check_conv((2, 4, 5, 5), (3, 4, 1, 1), padding=(1, 2), device=device)
+    check_conv((2, 4, 5, 5), (3, 4, 1, 1), dilation=3, device=device)  # dilation changes nothing for a 1×1 kernel
 
 
 # ---------------------------------------------------------------- finite differences on tiny shapes
@@ -125,9 +125,9 @@ def test_pointwise_with_stride_or_padding_takes_im2col():
     ids=str,
 )
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
-def test_gradcheck(x_shape, w_shape, bias, options, compiled):
+def test_gradcheck(x_shape, w_shape, bias, options, compiled, device):
     with contextlib.nullcontext() if compiled else minidl.kernels.disabled():
-        check_conv(x_shape, w_shape, bias, gradcheck=True, **options)
+        check_conv(x_shape, w_shape, bias, gradcheck=True, **options, device=device)
 
 
 # ---------------------------------------------------------------- constants get no gradient
@@ -157,8 +157,8 @@ def test_groups_equal_channels_through_im2col(multiplier, stride, padding, dilat
 
 
 @pytest.mark.parametrize("multiplier", [1, 2])
-def test_groups_equal_channels_dispatches_to_depthwise(multiplier):
-    check_conv((2, 3, 7, 6), (3 * multiplier, 1, 3, 3), groups=3, padding=2, dilation=2)
+def test_groups_equal_channels_dispatches_to_depthwise(multiplier, device):
+    check_conv((2, 3, 7, 6), (3 * multiplier, 1, 3, 3), groups=3, padding=2, dilation=2, device=device)
 
 
 # ---------------------------------------------------------------- im2col / col2im: torch's unfold / fold, NumPy vs Numba
@@ -314,10 +314,10 @@ WINOGRAD_GRID = [case for case in GRID if case[0] == (3, 3) and case[1] == 1]  #
 
 
 @pytest.mark.parametrize("kernel, stride, dilation, padding, groups", WINOGRAD_GRID, ids=str)
-def test_winograd_grid(kernel, stride, dilation, padding, groups):
+def test_winograd_grid(kernel, stride, dilation, padding, groups, device):
     x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
     with minidl.nn.functional.conv_algorithm("winograd"):
-        check_conv(x_shape, w_shape, **options)
+        check_conv(x_shape, w_shape, **options, device=device)
 
 
 @pytest.mark.parametrize(
@@ -334,11 +334,11 @@ def test_winograd_grid(kernel, stride, dilation, padding, groups):
     ids=str,
 )
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
-def test_winograd_awkward(x_shape, w_shape, options, compiled):
+def test_winograd_awkward(x_shape, w_shape, options, compiled, device):
     with minidl.nn.functional.conv_algorithm("winograd"), (
         contextlib.nullcontext() if compiled else minidl.kernels.disabled()
     ):
-        check_conv(x_shape, w_shape, **options)
+        check_conv(x_shape, w_shape, **options, device=device)
 
 
 @pytest.mark.parametrize(
@@ -351,11 +351,11 @@ def test_winograd_awkward(x_shape, w_shape, options, compiled):
     ids=str,
 )
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
-def test_winograd_gradcheck(x_shape, w_shape, bias, options, compiled):
+def test_winograd_gradcheck(x_shape, w_shape, bias, options, compiled, device):
     with minidl.nn.functional.conv_algorithm("winograd"), (
         contextlib.nullcontext() if compiled else minidl.kernels.disabled()
     ):
-        check_conv(x_shape, w_shape, bias, gradcheck=True, **options)
+        check_conv(x_shape, w_shape, bias, gradcheck=True, **options, device=device)
 
 
 def _relative_errors_float32(algorithm, x, w, upstream, **options):
