@@ -143,6 +143,11 @@ def fused(make):
     return run
 
 
+def scalars_like(array, *numbers):
+    """Numbers in the array's dtype, for ``fused`` code: a Python float there could be taken as float64."""
+    return tuple(array.dtype.type(n) for n in numbers)
+
+
 # ---------------------------------------------------------------- checks that wait for the next host read
 class _Deferred:
     checks = []  # (flag, describe): a 0-d boolean array on a GPU, and a function giving the error

@@ -18,7 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 from minidl import backend
-from minidl.backend import get_array_module
+from minidl.backend import fused, get_array_module
 from minidl.nn.module import _zero_grad
 from minidl.tensor import Tensor, enable_grad
 
@@ -247,15 +247,44 @@ class Adam(Optimizer):
         if group["weight_decay"] != 0:
             grad = grad + group["weight_decay"] * p.data
         # in place: each parameter's state is a view into its bucket's (see _Bucket); state_dict() copies
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg += (1 - beta1) * (grad - exp_avg)
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
+        moments = backend.scalars_like(p.data, 1 - beta1, beta2, 1 - beta2)
+        step = backend.scalars_like(p.data, group["lr"] / (1 - beta1 ** state["step"]),
+                                    math.sqrt(1 - beta2 ** state["step"]), group["eps"])
         if group["amsgrad"]:
-            exp_avg_sq = xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-        step_size = group["lr"] / (1 - beta1 ** state["step"])
-        denom = xp.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** state["step"]) + group["eps"]
-        p.data -= step_size * (exp_avg / denom)
+            _adam_moments(state["exp_avg"], state["exp_avg_sq"], grad, *moments)
+            largest = xp.maximum(state["max_exp_avg_sq"], state["exp_avg_sq"], out=state["max_exp_avg_sq"])
+            _adam_update(p.data, state["exp_avg"], largest, *step)
+        else:
+            _adam(p.data, state["exp_avg"], state["exp_avg_sq"], grad, *moments, *step)
+
+
+# Adam's arithmetic, in place, as one kernel on a GPU (backend.fused): with the flat buckets, one launch
+# updates every parameter of a group.
+def _moments(exp_avg, exp_avg_sq, grad, one_minus_beta1, beta2, one_minus_beta2):
+    exp_avg += one_minus_beta1 * (grad - exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * grad * grad
+
+
+def _update_with(xp):
+    def update(param, exp_avg, exp_avg_sq, step_size, bias_correction2_sqrt, eps):
+        param -= step_size * (exp_avg / (xp.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps))
+    return update
+
+
+_adam_moments = fused(lambda xp: _moments)
+_adam_update = fused(_update_with)
+
+
+@fused
+def _adam(xp):
+    update = _update_with(xp)
+
+    def moments_then_update(param, exp_avg, exp_avg_sq, grad, one_minus_beta1, beta2, one_minus_beta2,
+                            step_size, bias_correction2_sqrt, eps):
+        _moments(exp_avg, exp_avg_sq, grad, one_minus_beta1, beta2, one_minus_beta2)
+        update(param, exp_avg, exp_avg_sq, step_size, bias_correction2_sqrt, eps)
+    return moments_then_update
 
 
 # ---------------------------------------------------------------- learning-rate schedules

@@ -20,7 +20,7 @@ import math
 from types import SimpleNamespace
 
 from minidl import kernels
-from minidl.backend import fused, get_array_module
+from minidl.backend import fused, get_array_module, scalars_like
 from minidl.tensor import Function, Tensor
 
 __all__ = ["batch_norm"]
@@ -38,11 +38,6 @@ def _per_channel(v, ndim):
 
 # Per-channel bookkeeping and elementwise passes, each one kernel on a GPU (backend.fused): on the main
 # job's model that is most of batch norm's launches, since a (C,) vector costs a launch as a tensor does.
-def _scalars(like, *numbers):
-    """Numbers in the array's dtype: a Python number passed to a fused GPU kernel could be taken as float64."""
-    return tuple(like.dtype.type(n) for n in numbers)
-
-
 @fused
 def _update_running(xp):
     """running = (1 - momentum)·running + momentum·batch, in place; the variance fed in is the unbiased one."""
@@ -104,7 +99,7 @@ def _sum_of_g_centred(ndim):
 def _grad_input_numpy(g, x, mean, invstd, scale, sum_g, sum_g_centred):
     """(g - mean(g) - x̂·mean(g·x̂))·scale with x̂ = (x - μ)·invstd and Σ g·x̂ = invstd·Σ g·(x - μ)."""
     per_channel = (_per_channel(v, g.ndim) for v in (mean, invstd, scale, sum_g, sum_g_centred))
-    return _centred_gradient(g, x, *per_channel, *_scalars(g, g.size // g.shape[1]))
+    return _centred_gradient(g, x, *per_channel, *scalars_like(g, g.size // g.shape[1]))
 
 
 _READABLE = SimpleNamespace(statistics=_statistics_numpy, normalize=_normalize_numpy, grad_sums=_grad_sums_numpy,
@@ -124,11 +119,11 @@ class BatchNorm(Function):
             mean, var = steps.statistics(x)
             if running_mean is not None:
                 count, decay = x.size // x.shape[1], 1 - momentum
-                _update_running(running_mean, running_var, mean, var, *_scalars(mean, decay, momentum,
+                _update_running(running_mean, running_var, mean, var, *scalars_like(mean, decay, momentum,
                                                                                    count / (count - 1)))
         else:  # a copy: a later training call must not change what this backward sees
             mean, var = running_mean.copy(), running_var
-        one, zero, eps = _scalars(mean, 1, 0, eps)
+        one, zero, eps = scalars_like(mean, 1, 0, eps)
         invstd, scale, shift = _scale_and_shift(mean, var, one if weight is None else weight,
                                                 zero if bias is None else bias, eps)
         # x̂ is recomputed in backward from x, which the graph keeps alive anyway: no extra copy is held
