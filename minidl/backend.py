@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from minidl import kernels
+
 _INSTALL_HINT = (
     "install CuPy for your CUDA version, e.g. `pip install cupy-cuda12x` "
     "(or `pip install 'minidl[gpu]'`)"
@@ -130,15 +132,26 @@ def fused(make):
     ``make(xp)`` returns a function of arrays and numbers written with operators
     (in-place ones too) and ``xp``'s ufuncs. On NumPy it runs as written; on CuPy
     as ``cupy.fuse`` of it, one launch instead of one per operation. Each
-    operation is the same, so are the results, element by element.
+    operation is the same, so are the results, element by element. Where the
+    GPU's kernels are switched off (``minidl.kernels``), or CuPy cannot fuse the
+    code, it runs as written there too (the latter said once, with a warning).
     """
-    made = {}
+    plain, fusion = {}, {}
 
     def run(*args):
         xp = get_array_module(*args)
-        if xp not in made:
-            made[xp] = make(xp) if xp is np else xp.fuse(make(xp))
-        return made[xp](*args)
+        if xp not in plain:
+            plain[xp] = make(xp)
+        if xp is np or not kernels.fusion_allowed():
+            return plain[xp](*args)
+        try:
+            if xp not in fusion:
+                fusion[xp] = xp.fuse(plain[xp])
+            return fusion[xp](*args)
+        except Exception as error:  # tracing or compiling failed before anything ran: run it as written
+            fusion.pop(xp, None)
+            kernels.give_up_on_fusion(error)
+            return plain[xp](*args)
 
     return run
 

@@ -374,3 +374,38 @@ def test_a_training_step_of_the_main_jobs_model_stays_within_its_launch_budget(m
             loss.backward()
             optimizer.step()
     assert counted.launches <= LAUNCH_BUDGET, f"{counted.launches} launches, budget {LAUNCH_BUDGET}"
+
+
+# ---------------------------------------------------------------- fused elementwise code (backend.fused)
+RELU = ([(3, 4)], lambda lib, x: lib.nn.functional.relu(x) * x)  # ReLU's backward is fused
+
+
+@on_standin
+def test_ops_match_torch_when_cupy_cannot_fuse(fresh_kernels, monkeypatch, recwarn):
+    def cannot_fuse():  # every fused call, made before or after, fails as cupy.fuse's tracing would
+        raise NotImplementedError("this construct is not supported in cupy.fuse")
+
+    monkeypatch.setattr(standin_cupy, "one_launch", cannot_fuse)
+    for inputs, fn in [OPS["batch_norm"], RELU] * 2:
+        check_op(inputs, fn, device="cuda", gradcheck=False)
+    params = [minidl.randn(3, 4, device="cuda", requires_grad=True) for _ in range(3)]
+    for p in params:
+        p.grad = minidl.ones(3, 4, device="cuda")
+    before = [p.data.copy() for p in params]
+    minidl.optim.Adam(params, lr=0.1).step()
+    for p, b in zip(params, before):  # Adam's first step moves every weight by lr against its gradient's sign
+        np.testing.assert_allclose(backend.to_numpy(p.data), backend.to_numpy(b) - 0.1, rtol=1e-5)
+    warned = [w for w in recwarn if issubclass(w.category, kernels.KernelsUnavailableWarning)
+              and "could not fuse" in str(w.message)]
+    assert len(warned) == 1
+
+
+@on_standin
+def test_switched_off_kernels_run_fused_code_as_separate_operations(fresh_kernels):
+    inputs, fn = OPS["batch_norm"]
+    x, w, b = (minidl.randn(*shape, device="cuda") for shape in inputs)
+    with standin_cupy.counting() as fused:
+        F.batch_norm(x, None, None, w, b, training=True)
+    with kernels.disabled(), standin_cupy.counting() as separate:
+        F.batch_norm(x, None, None, w, b, training=True)
+    assert separate.launches > fused.launches + 3

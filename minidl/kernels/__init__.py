@@ -35,7 +35,8 @@ _CHOICES = {"on": ("cpu", "cuda"), "1": ("cpu", "cuda"), "off": (), "0": (), "cp
 
 
 class KernelsUnavailableWarning(RuntimeWarning):
-    """Numba's CUDA kernels cannot run here; ops on 'cuda' use their CuPy array code instead."""
+    """minidl's GPU kernels (Numba's CUDA kernels, or CuPy's fusion of elementwise code) cannot run here;
+    ops on 'cuda' use their CuPy array code instead."""
 
 
 def _devices_from_environment():
@@ -49,6 +50,7 @@ class _State:
     enabled = True
     devices = _devices_from_environment()
     cuda_failure = None  # why the CUDA kernels cannot run, once they have failed
+    fusion_failure = None  # why cupy.fuse could not fuse, once it has failed
     guarded = {}  # topic -> the CUDA kernel module wrapped by _Guarded
 
 
@@ -65,6 +67,23 @@ def disabled():
         yield
     finally:
         _State.enabled = previous
+
+
+def fusion_allowed():
+    """Whether elementwise code on a GPU may run as ``cupy.fuse`` kernels (see ``minidl.backend.fused``)."""
+    return _State.enabled and "cuda" in _State.devices and _State.fusion_failure is None
+
+
+def give_up_on_fusion(error):
+    """Run fused code as written from now on, and say why once."""
+    _State.fusion_failure = error
+    warnings.warn(
+        f"CuPy could not fuse minidl's elementwise code ({type(error).__name__}: {error}) "
+        f"[{_cupy_distribution()} {_version(_cupy_distribution())}], so it runs as separate CuPy operations "
+        f"(the same results, more launches). To run the array code without this warning, set {_SWITCH}=cpu.",
+        KernelsUnavailableWarning,
+        stacklevel=3,
+    )
 
 
 def cuda_failure():
@@ -162,6 +181,6 @@ def _give_up_on_cuda(error):
 
 
 def _forget_cuda_failure():
-    """Try the CUDA kernels again (tests that break and mend Numba on purpose)."""
-    _State.cuda_failure = None
+    """Try the CUDA kernels and fusion again (tests that break and mend them on purpose)."""
+    _State.cuda_failure = _State.fusion_failure = None
     _State.guarded.clear()
