@@ -76,7 +76,7 @@ class Optimizer:
         gradient this step, a loaded state) the buckets are made again from the parameters as they are.
         """
         kept = self._flat.get(id(group), [])
-        if sum(len(b.params) for b in kept) == len(ready) and all(b.holds() for b in kept):
+        if {id(p) for b in kept for p in b.params} == {id(p) for p in ready} and all(b.holds() for b in kept):
             return kept
         alike = defaultdict(list)
         for p in ready:

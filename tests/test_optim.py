@@ -90,6 +90,23 @@ def test_a_parameter_whose_first_gradient_comes_later_matches_torch(name):
         np.testing.assert_allclose(r, e, atol=1e-10, rtol=0)
 
 
+def test_parameters_trading_gradients_between_steps_match_torch():
+    """The same number of parameters with gradients each step, but not the same ones: the buckets follow."""
+
+    def trading(lib, params, opt):
+        for k in range(4):
+            set_grads(lib, params, k)
+            params[k % 2].grad = None
+            opt.step()
+        return [values(p) for p in params]
+
+    ours, theirs = make_params(minidl), make_params(torch)
+    result = trading(minidl, ours, OPTIMIZERS["adam"](optim, ours))
+    expected = trading(torch, theirs, OPTIMIZERS["adam"](torch.optim, theirs))
+    for r, e in zip(result, expected):
+        np.testing.assert_allclose(r, e, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("make", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
 def test_state_dict_layout_and_values_match_torch(make):
     ours, theirs = make_params(minidl), make_params(torch)
