@@ -154,16 +154,23 @@ class Convolution(Function):
         w_groups = w.reshape(groups, c_out // groups, -1)
         out = w_groups @ cols  # (groups, C_out/groups, N·H_out·W_out)
         out = out.reshape(c_out, n, h_out, w_out).transpose(1, 0, 2, 3)
-        # grad_input needs the weight, grad_weight the columns: keep only what will be used
+        # grad_input needs the weight, grad_weight the columns: keep only what will be used. On a GPU, where
+        # memory is the scarcer, backward makes the columns again from the input (kh·kw times smaller, and
+        # kept alive by the graph anyway): one more launch for a fraction of the memory.
         needs_x, needs_w = ctx.needs_input_grad[:2]
-        ctx.save_for_backward(cols if needs_w else None, w_groups if needs_x else None)
+        xp = get_array_module(x)
+        ctx.refold = xp.__name__ != "numpy"
+        ctx.save_for_backward((x if ctx.refold else cols) if needs_w else None, w_groups if needs_x else None)
         ctx.x_shape, ctx.w_shape, ctx.geometry = x.shape, w.shape, geometry
-        return _add_bias(get_array_module(x).ascontiguousarray(out), b)
+        return _add_bias(xp.ascontiguousarray(out), b)
 
     @_sized_products
     def backward(ctx, g):
         cols, w_groups = ctx.saved
         c_out, groups = ctx.w_shape[0], ctx.x_shape[1] // ctx.w_shape[1]
+        if ctx.refold and cols is not None:  # the input was kept: unfold it again
+            cols = _unfold(cols, *ctx.geometry)
+            cols = cols.reshape(groups, -1, cols.shape[1])
         # (N, C_out, H_out, W_out) -> (groups, C_out/groups, N·H_out·W_out), the layout of the forward product
         g_groups = g.transpose(1, 0, 2, 3).reshape(groups, c_out // groups, -1)
         gx = gw = None
