@@ -323,9 +323,14 @@ def dense_crf(image, probs, iterations=10, pos_xy_std=3.0, pos_w=3.0, bi_xy_std=
     """Refine softmax probabilities with the fully connected CRF: (C, H, W) float32.
 
     image: (H, W, 3) uint8 RGB. probs: (C, H, W) softmax probabilities (NumPy, CuPy or a minidl
-    Tensor; the CRF runs on the CPU). Defaults are DeepLab v2's VOC settings (the module docstring
-    explains every parameter). The filtering runs on the permutohedral lattice, O(H·W) per iteration,
-    as pydensecrf's does, and gives its result to float32 rounding (|ΔQ| ~1e-5) in about the same time.
+    Tensor; the CRF runs on the CPU). The module docstring explains every parameter. The defaults
+    (bi_w = 10, bi_xy_std = 80, bi_rgb_std = 13, pos_w = 3, pos_xy_std = 3) are the example values of
+    Krähenbühl's code and pydensecrf, not DeepLab v2's: v2 fixes the smoothness kernel (pos_w = w₂ = 3,
+    pos_xy_std = θγ = 3) and picks the appearance kernel by cross-validation on part of the validation
+    set (bi_w = w₁ in [3, 6], bi_xy_std = θα in [30, 100], bi_rgb_std = θβ in [3, 6]); the settings
+    released with its ResNet-101 model are bi_w = 4, bi_xy_std = 67, bi_rgb_std = 3, pos_xy_std = 1.
+    The filtering runs on the permutohedral lattice, O(H·W) per iteration, as pydensecrf's does, and
+    gives its result to float32 rounding (|ΔQ| ~1e-5) in about the same time.
     """
     image, probs = _check(image, probs, iterations, pos_xy_std, pos_w, bi_xy_std, bi_rgb_std, bi_w)
     return _dense_crf(image, probs, iterations, pos_xy_std, pos_w, bi_xy_std, bi_rgb_std, bi_w,

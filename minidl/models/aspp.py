@@ -119,7 +119,9 @@ class ASPP(nn.Module):
 
     Five parallel branches of ``out_channels`` each: a 1×1 conv, three 3×3
     atrous convs at ``rates``, and image pooling, all with BN + ReLU;
-    concatenated, projected by a 1×1 conv + BN + ReLU, then Dropout. With
+    concatenated, projected by a 1×1 conv + BN + ReLU, then Dropout (p =
+    ``dropout``; torchvision's choice, not the paper's, which describes no
+    dropout in ASPP). With
     ``separable=True`` the atrous branches are depthwise separable (v3+);
     ``image_pooling=False`` leaves out the pooled branch (v3's Table 3
     ablation: what image-level context adds).
