@@ -225,11 +225,11 @@ def test_evaluation_sees_the_images_as_training_did(tmp_path):
     assert not np.array_equal(cm, padded.compute()["confusion_matrix"])  # the two geometries do differ here
 
 
-def test_main_job_trains_evaluates_three_ways_and_writes_its_run_folder(tmp_path, monkeypatch, capsys):
+def test_main_job_trains_evaluates_three_ways_and_writes_its_run_folder(tmp_path, monkeypatch, capsys, device):
     recipe = training.cpu_recipe
     small = dict(train_size=16, val_size=2, image_size=33, head_channels=16)
     monkeypatch.setattr(training, "cpu_recipe", lambda *a, **changes: recipe(*a, **{**changes, **small}))
-    assert main(["run", "--iters", "2", "--out", str(tmp_path)]) == 0
+    assert main(["run", "--iters", "2", "--out", str(tmp_path), "--device", device]) == 0
     for name in ("checkpoint.npz", "metrics.jsonl", "curves.png", "predictions.png", "results.json"):
         assert os.path.exists(tmp_path / name), name
     results = json.loads((tmp_path / "results.json").read_text())
