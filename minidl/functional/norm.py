@@ -86,13 +86,13 @@ def _normalize_numpy(x, scale, shift):
 
 def _grad_sums_numpy(g, x, mean):
     """Per channel: Σ g and Σ g·(x - μ)."""
-    return g.sum(axis=_channel_axes(x)), _sum_of_g_centred(x.ndim)(g, x, _per_channel(mean, x.ndim))
+    axes = _channel_axes(x)
+    return g.sum(axis=axes), _sum_of_g_centred(axes)(g, x, _per_channel(mean, x.ndim))
 
 
 @functools.lru_cache(maxsize=None)
-def _sum_of_g_centred(ndim):
-    """Σ g·(x - μ) per channel, for inputs with ``ndim`` axes: one kernel on a GPU (product and sum fused)."""
-    axes = (0,) + tuple(range(2, ndim))
+def _sum_of_g_centred(axes):
+    """Σ g·(x - μ) over ``axes``: one kernel on a GPU (product and sum fused), made once per axes."""
     return fused(lambda xp: lambda g, x, mean: xp.sum(g * (x - mean), axis=axes))
 
 

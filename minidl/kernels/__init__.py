@@ -77,9 +77,10 @@ def fusion_allowed():
 def give_up_on_fusion(error):
     """Run fused code as written from now on, and say why once."""
     _State.fusion_failure = error
+    cupy = _cupy_distribution()
     warnings.warn(
         f"CuPy could not fuse minidl's elementwise code ({type(error).__name__}: {error}) "
-        f"[{_cupy_distribution()} {_version(_cupy_distribution())}], so it runs as separate CuPy operations "
+        f"[{cupy} {_version(cupy)}], so it runs as separate CuPy operations "
         f"(the same results, more launches). To run the array code without this warning, set {_SWITCH}=cpu.",
         KernelsUnavailableWarning,
         stacklevel=3,
