@@ -35,10 +35,6 @@ class counts:
     launches = 0
     host_waits = 0
 
-    @classmethod
-    def reset(cls):
-        cls.launches = cls.host_waits = 0
-
 
 # ------------------------------------------------------------------ devices, streams
 class _Current:
