@@ -94,6 +94,16 @@ def _scale_range(text):
     return scales
 
 
+def _rates(text):
+    try:
+        rates = tuple(int(r) for r in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes whole numbers separated by commas, got {text!r}") from None
+    if min(rates) < 1:
+        raise argparse.ArgumentTypeError(f"takes rates >= 1, got {text!r}")
+    return rates
+
+
 def _scales(text):
     try:
         scales = tuple(float(s) for s in text.split(","))
@@ -227,12 +237,15 @@ def add_train_arguments(p):
     p.add_argument("--backbone", default=defaults.backbone)
     p.add_argument("--output-stride", type=int, default=defaults.output_stride, choices=[8, 16, 32])
     p.add_argument("--head-channels", type=int, default=defaults.head_channels, help="ASPP/decoder width (v3, v3+)")
+    p.add_argument("--atrous-rates", type=_rates, default=None,
+                   help="ASPP's rates at --output-stride, e.g. 2,4,6 (default: the paper's; one rate for v2 is LargeFOV)")
     p.add_argument("--data", default=defaults.data,
-                   help="'synthetic', 'voc:PATH' (a Pascal VOC-format folder) or 'folder:PATH' (images/ and masks/)")
+                   help="'synthetic', 'scenes' (its water/road variant: boat and car told apart by the scene), "
+                        "'voc:PATH' (a Pascal VOC-format folder) or 'folder:PATH' (images/ and masks/)")
     p.add_argument("--train-split", default=defaults.train_split,
                    help="the training list of VOC or folder data (VOC: train_aug reads SegmentationClassAug/)")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="default: 7 for synthetic, 21 for VOC; required for folder data")
+                   help="default: 7 for synthetic, 9 for scenes, 21 for VOC; required for folder data")
     p.add_argument("--iters", type=int, default=defaults.iterations)
     p.add_argument("--train-size", type=int, default=defaults.train_size,
                    help="synthetic training images (made once, then reused); ignored for VOC")
@@ -261,10 +274,11 @@ def config_from_args(args):
 
     if args.num_classes is None and args.data.startswith("folder:"):
         raise ValueError("--data folder:PATH needs --num-classes (the number of classes its masks hold)")
-    num_classes = args.num_classes or (7 if args.data == "synthetic" else 21)
+    num_classes = args.num_classes or {"synthetic": 7, "scenes": 9}.get(args.data, 21)
+    model_options = {} if args.atrous_rates is None else {"atrous_rates": args.atrous_rates}
     return TrainConfig(
         model=args.model, backbone=args.backbone, output_stride=args.output_stride, data=args.data,
-        train_split=args.train_split, head_channels=args.head_channels,
+        train_split=args.train_split, head_channels=args.head_channels, model_options=model_options,
         num_classes=num_classes, iterations=args.iters, train_size=args.train_size, batch_size=args.batch_size,
         image_size=args.crop_size,
         random_scale=args.random_scale,

@@ -40,9 +40,10 @@ class TrainConfig:
     output_stride: int = 16
     head_channels: int = 256  # ASPP and decoder width (v3/v3+); the papers' 256, smaller for CPU runs
     model_options: dict = dataclasses.field(default_factory=dict)  # more keywords for the model's factory
-    data: str = "synthetic"  # 'synthetic', 'voc:PATH' or 'folder:PATH' (see build_datasets)
+    data: str = "synthetic"  # 'synthetic', 'scenes' (its water/road variant), 'voc:PATH' or 'folder:PATH'
+    # (see build_datasets)
     train_split: str = "train"  # the training list of VOC or folder data ('train_aug': VOC + SBD, as the papers)
-    num_classes: int = 7  # the synthetic set's 7; 21 for Pascal VOC
+    num_classes: int = 7  # the synthetic set's 7; 9 for 'scenes'; 21 for Pascal VOC
     train_size: int = 2000  # synthetic items in the training split
     val_size: int = 100
     image_size: int = 97  # synthetic images, and the training crop
@@ -71,8 +72,8 @@ class TrainConfig:
             raise ValueError(f"loss_on must be one of {LOSS_MODES}, got {self.loss_on!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not (self.data == "synthetic" or self.data.startswith(("voc:", "folder:"))):
-            raise ValueError(f"data must be 'synthetic', 'voc:PATH' or 'folder:PATH', got {self.data!r}")
+        if not (self.data in ("synthetic", "scenes") or self.data.startswith(("voc:", "folder:"))):
+            raise ValueError(f"data must be 'synthetic', 'scenes', 'voc:PATH' or 'folder:PATH', got {self.data!r}")
         self.random_scale = tuple(float(s) for s in self.random_scale)  # a list, when read back from JSON
         if len(self.random_scale) != 2 or not 0 < self.random_scale[0] <= self.random_scale[1]:
             raise ValueError(f"random_scale must be (low, high) with 0 < low <= high, got {self.random_scale}")
@@ -123,12 +124,11 @@ def build_model(config):
 
 def build_datasets(config):
     """The training and validation sets named by ``config.data``, checked before training starts."""
-    if config.data == "synthetic":
+    if config.data in ("synthetic", "scenes"):
         # cached: a training run draws each item many times (2000 items are about 240 MB at 97×97)
-        train = SyntheticSegmentation(config.train_size, config.image_size, config.num_classes, config.seed, "train",
-                                      cache=True)
-        val = SyntheticSegmentation(config.val_size, config.image_size, config.num_classes, config.seed, "val",
-                                    cache=True)
+        train, val = (SyntheticSegmentation(size, config.image_size, config.num_classes, config.seed, split, cache=True,
+                                            scenes=config.data == "scenes")
+                      for size, split in ((config.train_size, "train"), (config.val_size, "val")))
         return train, val, (train.MEAN, train.STD)
     kind, root = config.data.split(":", 1)
     folder = VOCSegmentation if kind == "voc" else FolderSegmentation

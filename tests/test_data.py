@@ -1,4 +1,5 @@
 """minidl.data: the synthetic data set, VOC-format folders, transforms and the resumable loader."""
+import json
 import os
 
 import numpy as np
@@ -147,6 +148,77 @@ def test_synthetic_colour_alone_is_not_enough():
     iou = np.diag(cm) / np.maximum(cm.sum(0) + cm.sum(1) - np.diag(cm), 1)
     assert iou.mean() < 0.45, iou
     assert iou[1:3].max() < 0.4, iou  # disk vs square: the same colours
+
+
+def _scene_items(count=40, size=65):
+    data = SyntheticSegmentation(size=count, image_size=size, scenes=True, seed=0)
+    return data, [data.generate(i) for i in range(count)]
+
+
+def test_scenes_boat_on_water_car_on_road_and_nowhere_else():
+    data, items = _scene_items()
+    assert data.num_classes == 9 and data.classes[7:] == ("boat", "car") and data.CLASSES == data.classes
+    scenes = [objects[0]["scene"] for _, _, objects in items]
+    assert set(scenes) == {"water", "road"}
+    boat, car = data.classes.index("boat"), data.classes.index("car")
+    for (_, label, objects), scene in zip(items, scenes):
+        assert {o["scene"] for o in objects} == {scene}
+        assert not (label == (car if scene == "water" else boat)).any()
+    assert sum((label == boat).sum() for _, label, _ in items) > 0 and sum((label == car).sum() for _, label, _ in items) > 0
+
+
+def test_scenes_only_the_scene_tells_boat_from_car():
+    """A colour classifier fitted to boat and car pixels does no better than chance on new images, while the
+    background's colours tell the scene of every image."""
+    train, train_items = _scene_items(count=120)
+    val_items = [SyntheticSegmentation(size=60, image_size=65, scenes=True, split="val").generate(i) for i in range(60)]
+    boat, car = train.classes.index("boat"), train.classes.index("car")
+
+    def pixels(items, cls):
+        return np.concatenate([image[:, label == cls].T for image, label, _ in items]).astype(np.float64)
+
+    fitted = []
+    for cls in (boat, car):
+        x = pixels(train_items, cls)
+        fitted.append((x.mean(0), np.linalg.inv(np.cov(x.T) + 1e-4 * np.eye(3))))
+
+    def accuracy(x, right):
+        distances = [np.einsum("ij,jk,ik->i", x - mean, inverse, x - mean) for mean, inverse in fitted]
+        return np.mean(np.argmin(distances, 0) == right)
+
+    balanced = (accuracy(pixels(val_items, boat), 0) + accuracy(pixels(val_items, car), 1)) / 2
+    assert balanced < 0.65, balanced
+    saturation = {"water": [], "road": []}
+    for image, label, objects in val_items + train_items:
+        colour = image[:, label == 0].mean(1)
+        saturation[objects[0]["scene"]].append(colour.max() - colour.min())
+    assert min(saturation["water"]) > max(saturation["road"])  # every water image is bluer than every road
+
+
+def test_scenes_statistics_and_errors():
+    data = SyntheticSegmentation(size=200, image_size=161, scenes=True, split="train")
+    pixels = np.concatenate([data.generate(i)[0].reshape(3, -1) for i in range(len(data))], axis=1)
+    np.testing.assert_allclose(pixels.mean(1), data.MEAN, atol=0.01)
+    np.testing.assert_allclose(pixels.std(1), data.STD, atol=0.01)
+    assert SyntheticSegmentation(size=1).MEAN != data.MEAN  # the default set keeps its own
+    with pytest.raises(ValueError, match="scenes=True num_classes is 9"):
+        SyntheticSegmentation(num_classes=7, scenes=True)
+
+
+def test_scenes_train_from_the_command_line_with_chosen_rates(tmp_path, capsys):
+    from minidl.cli import main
+    from minidl.train import TrainConfig
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "scenes", "--model", "deeplabv2", "--backbone", "resnet_small",
+                 "--atrous-rates", "3", "--iters", "1", "--batch-size", "2", "--crop-size", "33",
+                 "--train-size", "4", "--out", str(out)]) == 0
+    assert "mIoU" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == "scenes" and config["num_classes"] == 9
+    assert config["model_options"] == {"atrous_rates": [3]}
+    with pytest.raises(ValueError, match="'scenes'"):
+        TrainConfig(data="sceens")
 
 
 def test_palette_and_colorize():

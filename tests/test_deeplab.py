@@ -146,6 +146,35 @@ def test_v3_rates_double_at_output_stride_8():
     assert tiny_model(minidl, "DeepLabV2", output_stride=8).aspp.rates == (6, 12, 18, 24)
 
 
+@pytest.mark.parametrize("name, rates, output_stride, at_8, at_16", [
+    ("DeepLabV2", (12,), 8, (12,), (6,)),  # v2's LargeFOV: one branch
+    ("DeepLabV3", (2, 4, 6), 16, (4, 8, 12), (2, 4, 6)),
+    ("DeepLabV3Plus", (1, 3), 8, (1, 3), (1, 2)),  # 1.5 rounds half up
+])
+def test_chosen_atrous_rates_hold_at_the_stride_built_and_scale_with_it(name, rates, output_stride, at_8, at_16):
+    model = tiny_model(minidl, name, output_stride=output_stride, atrous_rates=list(rates))  # a JSON list is fine
+    assert model.aspp.rates == rates
+    assert model.set_output_stride(8).aspp.rates == at_8
+    assert model.set_output_stride(16).aspp.rates == at_16
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_chosen_atrous_rates_match_reference(name, device):
+    check_module(lambda lib: tiny_model(lib, name, output_stride=8, atrous_rates=(1, 3)), (2, 3, 33, 33),
+                 modes=("train",), steps=1, device=device)
+
+
+@pytest.mark.parametrize("rates", [(), (0, 2), (1.5,), "6"])
+def test_bad_atrous_rates_are_refused_by_name(rates):
+    with pytest.raises(ValueError, match="atrous_rates"):
+        tiny_model(minidl, "DeepLabV3", atrous_rates=rates)
+
+
+def test_factories_take_atrous_rates():
+    model = minidl.models.deeplabv2("resnet_small", num_classes=3, atrous_rates=(12,))
+    assert model.aspp.rates == (12,) and len(model.aspp.branches) == 1
+
+
 def _field_of_view(backbone, size=65):
     """How many input rows the centre feature pixel sees: the extent of its gradient in the image.
 

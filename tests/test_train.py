@@ -138,7 +138,7 @@ def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path):
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="model must be one of"):
         TrainConfig(model="deeplabv4")
-    with pytest.raises(ValueError, match="data must be 'synthetic', 'voc:PATH' or 'folder:PATH'"):
+    with pytest.raises(ValueError, match="data must be 'synthetic', 'scenes', 'voc:PATH' or 'folder:PATH'"):
         TrainConfig(data="imagenet")
     with pytest.raises(ValueError, match="random_scale"):
         TrainConfig(random_scale=(2.0, 0.5))

@@ -32,6 +32,16 @@ The design makes each part of DeepLab earn its keep:
   all labelled background; then per-pixel Gaussian noise. Colour alone, or texture alone, does not
   decide a pixel.
 
+**Context (the image-level branch): the scenes variant.** ``scenes=True`` (``data='scenes'`` in
+``minidl.train`` and the CLI) adds what the default set lacks, classes that only context beyond the object
+tells apart. Each image is a water scene (a blue-to-cyan field with horizontal ripples) or a road scene (a
+grey field with dashed white or yellow lane lines), and two more classes share one look: a capsule with a
+gradient texture in any hue, labelled ``boat`` (7) on water and ``car`` (8) on a road (2 object draws in
+8 are one). Nothing inside a capsule says which it is, and a large one can cover most of the image, so its
+middle pixels need the whole image's context: what v3's image pooling gives every pixel. Use it at
+161×161 (its statistics ``SCENES_MEAN``/``SCENES_STD`` were measured there) or larger, where objects and
+the papers' geometry have room (see the book's chapter 0).
+
 Items are ``(image, label)``: image float32 ``(3, H, W)`` in [0, 1] (channels first, the layout the
 models take), label int64 ``(H, W)``. The label is 255 (``IGNORE_INDEX``) only if ``ignore_boundary=w``
 > 0 asks for it: then every pixel within ``w`` pixels of a class boundary is ignored, like VOC's
@@ -57,10 +67,19 @@ from minidl.data.voc import palette as _palette
 CLASSES = ("background", "disk", "square", "ring", "triangle", "star", "cross")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
+# The scenes variant (``scenes=True``): every image is a water or a road scene, and one more object, a
+# capsule that looks the same in both, is a boat on water and a car on a road. Only the scene tells them apart.
+SCENE_CLASSES = CLASSES + ("boat", "car")
+SCENES = ("water", "road")
+VEHICLE_OF_SCENE = {"water": "boat", "road": "car"}
+
 # Per-channel mean and std of the default data set (train split, measured over 2000 images), for
 # Normalize(SyntheticSegmentation.MEAN, SyntheticSegmentation.STD).
 MEAN = (0.446, 0.428, 0.412)
 STD = (0.187, 0.181, 0.189)
+# The same for the scenes variant (161×161, train split, 2000 images).
+SCENES_MEAN = (0.363, 0.433, 0.479)
+SCENES_STD = (0.168, 0.149, 0.183)
 
 # Hue families (hue in [0, 1), may wrap): objects draw their hue uniformly from their family.
 _WARM = (-0.04, 0.11)
@@ -75,6 +94,8 @@ _SPECS = {
     "triangle": ("triangle", "checker", _COOL, 3.5),
     "star": ("star", "checker", _WARM, 5.0),
     "cross": ("cross", "dots", _GREEN, 3.5),
+    "boat": ("capsule", "gradient", (0.0, 1.0), 3.5),  # boat and car: one look, any hue
+    "car": ("capsule", "gradient", (0.0, 1.0), 3.5),
 }
 
 
@@ -211,12 +232,48 @@ def _window(cx, cy, reach, shape):
 # --------------------------------------------------------------------------- the image generator
 
 
-def _background(rng, shape):
+def _scene_colours(rng, scene, count):
+    """The colour field of a scene: water is blue to cyan, a road grey."""
+    if scene == "water":
+        return _hsv_to_rgb(rng.uniform(0.5, 0.64, count), rng.uniform(0.35, 0.85, count), rng.uniform(0.3, 0.85, count))
+    return _hsv_to_rgb(rng.random(count), rng.uniform(0.0, 0.1, count), rng.uniform(0.25, 0.65, count))
+
+
+def _scene_marks(rng, image, scene):
+    """What marks a scene besides its colours: horizontal ripples on water, dashed lane lines on a road."""
+    H, W = image.shape[1:]
+    ys = np.arange(H, dtype=np.float32)[:, None]
+    xs = np.arange(W, dtype=np.float32)[None, :]
+    if scene == "water":
+        period = rng.uniform(4.0, 8.0)
+        wobble = 1.5 * np.sin(2 * np.pi * xs / rng.uniform(20, 60) + rng.uniform(0, 2 * np.pi))
+        ripples = np.clip(np.sin(2 * np.pi * (ys + wobble) / period + rng.uniform(0, 2 * np.pi)) - 0.6, 0, 1)
+        image += rng.uniform(0.25, 0.5) * ripples[None]
+        return
+    for _ in range(int(rng.integers(1, 3))):  # lane lines across the image, dashed, white or yellow
+        angle = rng.uniform(-0.35, 0.35) + (np.pi / 2 if rng.random() < 0.5 else 0.0)
+        c, s_ = math.cos(angle), math.sin(angle)
+        offset = rng.uniform(-0.3, 0.3) * max(H, W)
+        across = (xs - W / 2) * -s_ + (ys - H / 2) * c - offset
+        along = (xs - W / 2) * c + (ys - H / 2) * s_
+        dash = rng.uniform(6, 12)
+        on = ((along / dash + rng.uniform(0, 1)) % 1.0) < 0.55
+        alpha = np.clip(rng.uniform(1.0, 2.0) - np.abs(across), 0, 1) * on
+        colour = np.array((0.95, 0.95, 0.9) if rng.random() < 0.6 else (0.95, 0.8, 0.2), np.float32)
+        image += alpha[None] * (colour[:, None, None] - image)
+
+
+def _background(rng, shape, scene=None):
     H, W = shape
-    # A smooth colour field: a few random colours (any hue), bilinearly blended.
+    # A smooth colour field: a few random colours (any hue; or the scene's), bilinearly blended.
     gh, gw = _grid_shape(int(rng.integers(2, 6)), shape)
-    corners = _any_colour(rng, sat=(0.0, 0.7), val=(0.2, 0.9), count=gh * gw)
+    if scene is None:
+        corners = _any_colour(rng, sat=(0.0, 0.7), val=(0.2, 0.9), count=gh * gw)
+    else:
+        corners = _scene_colours(rng, scene, gh * gw)
     image = resize_bilinear(corners.T.reshape(3, gh, gw), shape)
+    if scene is not None:
+        _scene_marks(rng, image, scene)
     # Medium-scale brightness noise.
     image += (rng.uniform(0.04, 0.14) * (_coarse_noise(rng, shape, int(rng.integers(8, 20))) - 0.5))
     # Blobs of faint texture (the objects' textures, in no object's shape).
@@ -258,10 +315,12 @@ def _background(rng, shape):
     return image
 
 
-def _sample_objects(rng, classes, shape, count, min_radius, max_radius):
+def _sample_objects(rng, classes, shape, count, min_radius, max_radius, scene=None):
     objects = []
     for _ in range(count):
         cls = int(rng.integers(1, len(classes)))
+        if scene is not None and classes[cls] in VEHICLE_OF_SCENE.values():  # 2 draws in 8: a vehicle
+            cls = classes.index(VEHICLE_OF_SCENE[scene])
         _, _, _, smallest = _SPECS[classes[cls]]
         lo = max(min_radius, smallest)
         hi = max(max_radius, lo)
@@ -302,6 +361,8 @@ def _draw_object(rng, image, label, instances, k, obj):
         sd = _sd_triangle(u, v, r)
     elif shape_kind == "star":
         sd = _sd_star(u, v, r, rng.uniform(0.38, 0.5))
+    elif shape_kind == "capsule":  # a stadium: half-length r, half-width r / 2
+        sd = np.sqrt(np.maximum(np.abs(u) - r / 2, 0) ** 2 + v * v) - r / 2
     elif shape_kind == "cross":
         arm = rng.uniform(0.28, 0.4) * r
         sd = np.minimum(_sd_box(u, v, r, arm), _sd_box(u, v, arm, r))
@@ -330,19 +391,21 @@ def _boundary_band(label, width):
 
 
 def generate(rng, image_size=(97, 97), classes=CLASSES, max_objects=6, min_radius=3.0,
-             max_radius=None, noise=(0.01, 0.05), ignore_boundary=0):
+             max_radius=None, noise=(0.01, 0.05), ignore_boundary=0, scenes=False):
     """One (image, label, objects) from a generator: the drawing procedure behind ``SyntheticSegmentation``.
 
     ``objects`` lists what was drawn, in drawing order: class, name, radius (px), center (x, y), angle,
-    and ``visible_pixels`` (its pixels left in the label after occlusion).
+    and ``visible_pixels`` (its pixels left in the label after occlusion). With ``scenes`` (``classes``
+    must then be ``SCENE_CLASSES``) each object also records the image's ``scene``.
     """
     H, W = image_size
     if max_radius is None:
         max_radius = 0.45 * min(H, W)
-    image = _background(rng, (H, W))
+    scene = SCENES[int(rng.integers(len(SCENES)))] if scenes else None
+    image = _background(rng, (H, W), scene)
     label = np.zeros((H, W), np.int64)
     objects = _sample_objects(rng, classes, (H, W), int(rng.integers(min(2, max_objects), max_objects + 1)),
-                              min_radius, max_radius)
+                              min_radius, max_radius, scene)
     instances = np.full((H, W), -1, np.int64)
     for k, obj in enumerate(objects):
         _draw_object(rng, image, label, instances, k, obj)
@@ -352,6 +415,8 @@ def generate(rng, image_size=(97, 97), classes=CLASSES, max_objects=6, min_radiu
     visible = np.bincount(instances.ravel() + 1, minlength=len(objects) + 1)[1:]
     for obj, count in zip(objects, visible):
         obj["visible_pixels"] = int(count)
+        if scene is not None:
+            obj["scene"] = scene
     if ignore_boundary:
         label[_boundary_band(label, int(ignore_boundary))] = IGNORE_INDEX
     return image.astype(np.float32, copy=False), label, objects
@@ -363,7 +428,8 @@ class SyntheticSegmentation(TransformedItems):
     Args:
         size: number of items (any; item i is made from its own seed, so sizes only cut the sequence).
         image_size: int or (height, width); default 97x97.
-        num_classes: 2..7 (background plus the first num_classes - 1 shapes of ``CLASSES``); default 7.
+        num_classes: 2..7 (background plus the first num_classes - 1 shapes of ``CLASSES``); default 7
+            (9 with ``scenes``: ``SCENE_CLASSES``).
         seed: base seed (an int >= 0).
         split: 'train', 'val' or 'test': disjoint item streams.
         cache: keep made items in memory (about 120 kB each at 97x97); default False.
@@ -374,6 +440,8 @@ class SyntheticSegmentation(TransformedItems):
         min_radius, max_radius: object radius range in pixels (log-uniform); defaults 3 and 0.45 of the
             shorter side.
         ignore_boundary: width in pixels of the band around class boundaries labelled 255 (default 0: none).
+        scenes: each image a water or a road scene, with boats and cars that only the scene tells apart
+            (see the module docstring); ``data='scenes'`` in ``minidl.train`` and the CLI.
 
     Items: ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))``.
     """
@@ -383,9 +451,9 @@ class SyntheticSegmentation(TransformedItems):
     STD = STD
     ignore_index = IGNORE_INDEX
 
-    def __init__(self, size=1000, image_size=97, num_classes=len(CLASSES), seed=0, split="train",
+    def __init__(self, size=1000, image_size=97, num_classes=None, seed=0, split="train",
                  cache=False, transform=None, max_objects=6, min_radius=3.0, max_radius=None,
-                 ignore_boundary=0):
+                 ignore_boundary=0, scenes=False):
         if int(size) != size or size < 0:
             raise ValueError(f"SyntheticSegmentation: size must be a non-negative int, got {size!r}")
         if isinstance(image_size, (int, np.integer)):
@@ -393,7 +461,14 @@ class SyntheticSegmentation(TransformedItems):
         image_size = tuple(int(s) for s in image_size)
         if len(image_size) != 2 or min(image_size) < 16:
             raise ValueError(f"SyntheticSegmentation: image_size must be >= 16 (int or (h, w)), got {image_size}")
-        if not 2 <= num_classes <= len(CLASSES):
+        if scenes:
+            if num_classes not in (None, len(SCENE_CLASSES)):
+                raise ValueError(f"SyntheticSegmentation: with scenes=True num_classes is {len(SCENE_CLASSES)} "
+                                 f"({', '.join(SCENE_CLASSES)}), got {num_classes}")
+            num_classes = len(SCENE_CLASSES)
+        elif num_classes is None:
+            num_classes = len(CLASSES)
+        elif not 2 <= num_classes <= len(CLASSES):
             raise ValueError(
                 f"SyntheticSegmentation: num_classes must be between 2 and {len(CLASSES)}, got {num_classes}"
             )
@@ -406,7 +481,10 @@ class SyntheticSegmentation(TransformedItems):
         self.size = int(size)
         self.image_size = image_size
         self.num_classes = int(num_classes)
-        self.classes = CLASSES[: self.num_classes]
+        self.scenes = bool(scenes)
+        self.classes = SCENE_CLASSES if self.scenes else CLASSES[: self.num_classes]
+        if self.scenes:  # the class attributes describe the default set
+            self.CLASSES, self.MEAN, self.STD = SCENE_CLASSES, SCENES_MEAN, SCENES_STD
         self.seed = int(seed)
         self.split = split
         self.transform = transform
@@ -436,7 +514,7 @@ class SyntheticSegmentation(TransformedItems):
     def generate(self, index):
         """Make item ``index`` (no cache, no transform): ``(image, label, objects)``."""
         return generate(self.rng(index), self.image_size, self.classes, self.max_objects,
-                        self.min_radius, self.max_radius, ignore_boundary=self.ignore_boundary)
+                        self.min_radius, self.max_radius, ignore_boundary=self.ignore_boundary, scenes=self.scenes)
 
     def load(self, index):
         """The untransformed ``(image, label)`` of item ``index`` (from the cache when on)."""
@@ -479,7 +557,7 @@ class SyntheticSegmentation(TransformedItems):
         """What a worker process needs to make this set's items: the same set, without cache or transform."""
         return dict(size=self.size, image_size=self.image_size, num_classes=self.num_classes, seed=self.seed,
                     split=self.split, max_objects=self.max_objects, min_radius=self.min_radius,
-                    max_radius=self.max_radius, ignore_boundary=self.ignore_boundary)
+                    max_radius=self.max_radius, ignore_boundary=self.ignore_boundary, scenes=self.scenes)
 
     def objects(self, index):
         """What item ``index`` shows: its objects in drawing order (class, name, radius, center, ...)."""
@@ -498,7 +576,7 @@ class SyntheticSegmentation(TransformedItems):
     def __repr__(self):
         return (f"SyntheticSegmentation(size={self.size}, image_size={self.image_size}, "
                 f"num_classes={self.num_classes}, seed={self.seed}, split={self.split!r}, "
-                f"cache={self._cache is not None})")
+                f"cache={self._cache is not None}" + (", scenes=True)" if self.scenes else ")"))
 
 
 def _made_items(recipe, indices):

@@ -30,6 +30,17 @@ def scaled_rates(rates, from_stride, to_stride):
     return tuple(max(1, int(r * from_stride / to_stride + 0.5)) for r in rates)
 
 
+def check_rates(rates):
+    """``rates`` as a tuple of positive ints (a JSON list is fine), or a ValueError naming the argument."""
+    try:
+        checked = tuple(int(r) for r in rates)
+    except (TypeError, ValueError):
+        checked = ()
+    if not checked or checked != tuple(rates) or min(checked) < 1:
+        raise ValueError(f"atrous_rates must be one or more positive ints, got {rates!r}")
+    return checked
+
+
 def conv_bn_relu(in_channels, out_channels, kernel_size=1, rate=1):
     """Conv (no bias: BN's shift replaces it) + BN + ReLU, the unit every v3 head branch is made of."""
     padding = rate * (kernel_size - 1) // 2

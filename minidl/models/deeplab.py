@@ -16,7 +16,8 @@ import functools
 import minidl
 import minidl.nn.functional as F
 from minidl import nn
-from minidl.models.aspp import ASPP, ASPP_RATES, ASPP_STRIDE, ASPP_V2_RATES, ASPP_V2_STRIDE, ASPPv2, scaled_rates
+from minidl.models.aspp import (ASPP, ASPP_RATES, ASPP_STRIDE, ASPP_V2_RATES, ASPP_V2_STRIDE, ASPPv2, check_rates,
+                                scaled_rates)
 from minidl.models.backbones import BACKBONES, build_backbone, check_images
 from minidl.models.decoder import Decoder, low_level_width
 
@@ -66,11 +67,14 @@ class _DeepLab(nn.Module):
 
     PAPER_RATES, PAPER_STRIDE = ASPP_RATES, ASPP_STRIDE
 
-    def __init__(self, make_backbone, output_stride, num_classes):
+    def __init__(self, make_backbone, output_stride, num_classes, atrous_rates=None):
         super().__init__()
         self.make_backbone = make_backbone
         self.backbone = make_backbone(output_stride)
         self.num_classes = num_classes
+        # the head's rates and the stride they hold at; other strides scale them (see rates_at)
+        self.rates_stride = ((self.PAPER_RATES, self.PAPER_STRIDE) if atrous_rates is None
+                             else (check_rates(atrous_rates), output_stride))
         self.in_channels = next(m.in_channels for m in self.backbone.modules() if isinstance(m, nn.Conv2d))
 
     @property
@@ -78,8 +82,9 @@ class _DeepLab(nn.Module):
         return self.backbone.output_stride
 
     def rates_at(self, output_stride):
-        """The head's atrous rates at ``output_stride``: the paper's, scaled to keep their field of view."""
-        return scaled_rates(self.PAPER_RATES, self.PAPER_STRIDE, output_stride)
+        """The head's atrous rates at ``output_stride``: the paper's (or ``atrous_rates``), scaled to keep
+        their field of view."""
+        return scaled_rates(*self.rates_stride, output_stride)
 
     def set_output_stride(self, output_stride):
         """Switch output stride in place, weights untouched (v3, Sec. 4.1: train at 16, evaluate at 8).
@@ -110,8 +115,8 @@ class DeepLabV2(_DeepLab):
 
     PAPER_RATES, PAPER_STRIDE = ASPP_V2_RATES, ASPP_V2_STRIDE
 
-    def __init__(self, make_backbone, num_classes=21, output_stride=8):
-        super().__init__(make_backbone, output_stride, num_classes)
+    def __init__(self, make_backbone, num_classes=21, output_stride=8, atrous_rates=None):
+        super().__init__(make_backbone, output_stride, num_classes, atrous_rates)
         self.aspp = ASPPv2(self.backbone.out_channels, num_classes, self.rates_at(output_stride))
 
     def head(self, features):
@@ -126,8 +131,8 @@ class DeepLabV3(_DeepLab):
     """
 
     def __init__(self, make_backbone, num_classes=21, output_stride=16, head_channels=HEAD_CHANNELS, dropout=0.5,
-                 separable=False, image_pooling=True):
-        super().__init__(make_backbone, output_stride, num_classes)
+                 separable=False, image_pooling=True, atrous_rates=None):
+        super().__init__(make_backbone, output_stride, num_classes, atrous_rates)
         self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout,
                          image_pooling)
         self.classifier = nn.Conv2d(head_channels, num_classes, 1)
@@ -144,8 +149,8 @@ class DeepLabV3Plus(_DeepLab):
     """
 
     def __init__(self, make_backbone, num_classes=21, output_stride=16, separable=True, head_channels=HEAD_CHANNELS,
-                 dropout=0.5, image_pooling=True):
-        super().__init__(make_backbone, output_stride, num_classes)
+                 dropout=0.5, image_pooling=True, atrous_rates=None):
+        super().__init__(make_backbone, output_stride, num_classes, atrous_rates)
         self.aspp = ASPP(self.backbone.out_channels, head_channels, self.rates_at(output_stride), separable, dropout,
                          image_pooling)
         self.decoder = Decoder(self.backbone.low_level_channels, head_channels, num_classes,
@@ -171,24 +176,32 @@ def backbone_builder(backbone, package, options):
     return functools.partial(build_backbone, backbone, package=package, **options)
 
 
-def deeplabv2(backbone="resnet101", num_classes=21, output_stride=8, **backbone_options):
-    """DeepLab v2 (ResNet-101 or VGG-16 in the paper) at output stride 8."""
-    return DeepLabV2(backbone_builder(backbone, "minidl", backbone_options), num_classes, output_stride)
+def deeplabv2(backbone="resnet101", num_classes=21, output_stride=8, atrous_rates=None, **backbone_options):
+    """DeepLab v2 (ResNet-101 or VGG-16 in the paper) at output stride 8.
+
+    ``atrous_rates`` are ASPP-L's rates at ``output_stride`` (default: the paper's 6, 12, 18, 24 at OS 8);
+    one rate, e.g. ``(12,)``, is v2's single-branch LargeFOV head.
+    """
+    return DeepLabV2(backbone_builder(backbone, "minidl", backbone_options), num_classes, output_stride, atrous_rates)
 
 
 def deeplabv3(backbone="resnet101", num_classes=21, output_stride=16, multi_grid=None, head_channels=HEAD_CHANNELS,
-              dropout=0.5, separable=False, image_pooling=True, **backbone_options):
+              dropout=0.5, separable=False, image_pooling=True, atrous_rates=None, **backbone_options):
     """DeepLab v3 at output stride 16; ``multi_grid`` (ResNets only) defaults to the paper's (1, 2, 4).
 
     ``separable`` and ``image_pooling`` change the ASPP (see ``ASPP``): v3 with
-    v3+'s separable ASPP differs from v3+ only by the decoder.
+    v3+'s separable ASPP differs from v3+ only by the decoder. ``atrous_rates`` are ASPP's rates at
+    ``output_stride`` (default: the paper's 6, 12, 18 at OS 16, scaled to the stride).
     """
     make = backbone_builder(backbone, "minidl", with_multi_grid(backbone, multi_grid, backbone_options))
-    return DeepLabV3(make, num_classes, output_stride, head_channels, dropout, separable, image_pooling)
+    return DeepLabV3(make, num_classes, output_stride, head_channels, dropout, separable, image_pooling, atrous_rates)
 
 
 def deeplabv3plus(backbone="xception65", num_classes=21, output_stride=16, separable=True,
-                  head_channels=HEAD_CHANNELS, dropout=0.5, image_pooling=True, **backbone_options):
-    """DeepLab v3+ with aligned Xception-65 at output stride 16, separable ASPP and decoder."""
+                  head_channels=HEAD_CHANNELS, dropout=0.5, image_pooling=True, atrous_rates=None,
+                  **backbone_options):
+    """DeepLab v3+ with aligned Xception-65 at output stride 16, separable ASPP and decoder (``atrous_rates``
+    as in ``deeplabv3``)."""
     make = backbone_builder(backbone, "minidl", backbone_options)
-    return DeepLabV3Plus(make, num_classes, output_stride, separable, head_channels, dropout, image_pooling)
+    return DeepLabV3Plus(make, num_classes, output_stride, separable, head_channels, dropout, image_pooling,
+                         atrous_rates)
