@@ -253,6 +253,8 @@ def add_train_arguments(p):
     p.add_argument("--crop-size", type=int, default=defaults.image_size)
     p.add_argument("--random-scale", type=_scale_range, default=defaults.random_scale,
                    help="range of the random rescaling, LOW,HIGH (the papers' 0.5,2; 1,1 for none)")
+    p.add_argument("--train-scales", type=_scales, default=defaults.train_scales,
+                   help="v2's multi-scale inputs: the network on each scale, max-fused, e.g. 1,0.75,0.5 (default 1)")
     p.add_argument("--optimizer", default=defaults.optimizer, choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
@@ -281,7 +283,7 @@ def config_from_args(args):
         train_split=args.train_split, head_channels=args.head_channels, model_options=model_options,
         num_classes=num_classes, iterations=args.iters, train_size=args.train_size, batch_size=args.batch_size,
         image_size=args.crop_size,
-        random_scale=args.random_scale,
+        random_scale=args.random_scale, train_scales=args.train_scales,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, loss_on=args.loss_on,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         out=args.out or os.path.join("runs", args.model), device=args.device, seed=args.seed, workers=args.workers,

@@ -48,6 +48,7 @@ class TrainConfig:
     val_size: int = 100
     image_size: int = 97  # synthetic images, and the training crop
     random_scale: tuple = (0.5, 2.0)  # the papers' range of random rescaling; (1, 1) trains at the images' own scale
+    train_scales: tuple = (1.0,)  # v2's multi-scale inputs (MSC) when several, e.g. (1, 0.75, 0.5)
     batch_size: int = 8
     iterations: int = 1000
     optimizer: str = "sgd"  # sgd | adam
@@ -75,6 +76,9 @@ class TrainConfig:
         if not (self.data in ("synthetic", "scenes") or self.data.startswith(("voc:", "folder:"))):
             raise ValueError(f"data must be 'synthetic', 'scenes', 'voc:PATH' or 'folder:PATH', got {self.data!r}")
         self.random_scale = tuple(float(s) for s in self.random_scale)  # a list, when read back from JSON
+        self.train_scales = tuple(float(s) for s in self.train_scales)
+        if not self.train_scales or min(self.train_scales) <= 0:
+            raise ValueError(f"train_scales must be one or more positive scales, got {self.train_scales}")
         if len(self.random_scale) != 2 or not 0 < self.random_scale[0] <= self.random_scale[1]:
             raise ValueError(f"random_scale must be (low, high) with 0 < low <= high, got {self.random_scale}")
         if self.iterations < 1 or self.batch_size < 1:
@@ -145,14 +149,46 @@ def build_loader(config, dataset, stats):
                       num_workers=config.workers, transform=transform, device=config.device)
 
 
-def segmentation_loss(model, images, labels, loss_on):
-    """Cross-entropy ignoring label 255, where the paper takes it (see the module docstring)."""
-    if loss_on == "upsampled_logits":
-        return F.cross_entropy(model(images), labels, ignore_index=IGNORE_INDEX)
-    scores = model.head(model.backbone(images))  # at the output stride, before the final upsampling
-    small = F.interpolate(labels.reshape(labels.shape[0], 1, *labels.shape[1:]), size=tuple(scores.shape[2:]),
-                          mode="nearest")
-    return F.cross_entropy(scores, small.reshape(small.shape[0], *small.shape[2:]), ignore_index=IGNORE_INDEX)
+def segmentation_loss(model, images, labels, loss_on, scales=(1.0,)):
+    """Cross-entropy ignoring label 255, where the paper takes it (see the module docstring).
+
+    Several ``scales`` train as v2's multi-scale inputs (MSC, Sec. 3.3): the shared network scores the batch
+    rescaled to each; each scale's scores and their element-wise max (at the first scale's size) take the
+    loss, and the losses add up.
+    """
+    if tuple(scales) == (1.0,):
+        return _loss(_scores(model, images, loss_on), labels)
+    per_scale = [_scores(model, _rescaled(images, scale), loss_on) for scale in scales]
+    size = tuple(per_scale[0].shape[2:])
+    fused = per_scale[0]
+    for scores in per_scale[1:]:
+        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+        fused = minidl.where(scores > fused, scores, fused)
+    total = _loss(fused, labels)
+    for scores in per_scale:
+        total = total + _loss(scores, labels)
+    return total
+
+
+def _scores(model, images, loss_on):
+    # the logits at the images' size, or v2's score map at the output stride before the final upsampling
+    return model(images) if loss_on == "upsampled_logits" else model.head(model.backbone(images))
+
+
+def _rescaled(images, scale):
+    if scale == 1:
+        return images
+    size = tuple(max(1, int(side * scale + 0.5)) for side in images.shape[2:])
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+def _loss(scores, labels):
+    """Cross-entropy against the labels, downsampled (nearest) to the scores' size where that is smaller."""
+    if tuple(scores.shape[2:]) != tuple(labels.shape[1:]):
+        small = F.interpolate(labels.reshape(labels.shape[0], 1, *labels.shape[1:]), size=tuple(scores.shape[2:]),
+                              mode="nearest")
+        labels = small.reshape(small.shape[0], *small.shape[2:])
+    return F.cross_entropy(scores, labels, ignore_index=IGNORE_INDEX)
 
 
 def _optimizer(config, model):
@@ -254,7 +290,7 @@ def train(config, resume=False):
     clock = time.perf_counter()
     pending = []  # the iterations since the losses were last read: (iteration, loss, lr, seconds)
     for iteration, (images, labels) in bar:
-        loss = segmentation_loss(model, images, labels, config.loss_on)
+        loss = segmentation_loss(model, images, labels, config.loss_on, config.train_scales)
         lr = scheduler.get_last_lr()[0]
         optimizer.zero_grad()
         loss.backward()

@@ -323,6 +323,9 @@ def train(config, resume_run=False, amp=None, sync_bn=None, dtype=torch.float32)
     """Train as ``config`` says on this process (and its torchrun group); returns (model, last metrics)."""
     if amp and dtype != torch.float32:
         raise ValueError(f"--amp {amp} needs float32 parameters, not --dtype {str(dtype)[6:]}")
+    if config.train_scales != (1.0,):
+        raise ValueError(f"--train-scales {','.join(map(str, config.train_scales))}: v2's multi-scale inputs train in "
+                         "minidl only (minidl train); the twin trains at scale 1")
     train_set, val_set, stats = build_datasets(config)  # settings checked before anything is written
     torch.manual_seed(config.seed)
     model = build_model(config, dtype)

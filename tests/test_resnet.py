@@ -21,6 +21,7 @@ GRID = [
     ("resnet_small", 8, {"multi_grid": (1, 2, 4)}, 2),
     ("resnet_small", 16, {"multi_grid": (1, 2, 4)}, 2),
     ("resnet_small", 32, {"multi_grid": (1, 2, 4)}, 2),
+    ("resnet_small", 16, {"multi_grid": (1, 2, 4), "layers": (1, 1, 1, 3)}, 1),
     ("resnet18", 8, {"multi_grid": (1, 2, 4), "width": 8}, 1),
     ("resnet18", 16, {"multi_grid": (1, 2, 4), "width": 8}, 1),
     ("resnet18", 32, {"multi_grid": (1, 2, 4), "width": 8}, 1),
@@ -105,6 +106,8 @@ PLAN_CASES = [
     ("resnet50", {"output_stride": 16, "multi_grid": (1, 2)}, [(2, 1)] + [(1, 1)] * 5, [(1, 2), (1, 4), (1, 2)]),
     ("resnet18", {"output_stride": 16, "multi_grid": (1, 2, 4)}, [(2, 1), (1, 1)], [(1, 2), (1, 4)]),
     ("resnet_small", {"output_stride": 8, "multi_grid": (2, 4)}, [(1, 2)], [(1, 8)]),
+    ("resnet_small", {"output_stride": 16, "multi_grid": (1, 2, 4), "layers": (1, 1, 1, 3)}, [(2, 1)],
+     [(1, 2), (1, 4), (1, 8)]),
     # torchvision: the first unit of a dilated stage keeps the previous rate
     ("resnet50", {"output_stride": 8, "dilation_convention": "torchvision"}, [(1, 1)] + [(1, 2)] * 5,
      [(1, 2), (1, 4), (1, 4)]),

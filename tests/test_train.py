@@ -237,3 +237,65 @@ def test_main_job_trains_evaluates_three_ways_and_writes_its_run_folder(tmp_path
     config = io.load(tmp_path / "checkpoint.npz")["config"]
     assert (config["backbone"], config["batch_size"], tuple(config["random_scale"])) == ("resnet_small", 16, (1, 1))
     assert "multi-scale + flip + CRF" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("loss_on", ["downsampled_labels", "upsampled_logits"])
+def test_multi_scale_inputs_loss_matches_pytorch(loss_on):
+    """v2's MSC training loss: every scale's scores and their max at the first scale's size take the loss
+    (labels nearest-downsampled to each), summed; value and every gradient against the same sum in PyTorch."""
+    import torch
+    import torch.nn.functional as tF
+
+    import reference.models
+    from minidl.train import segmentation_loss
+
+    torch.manual_seed(0)
+    theirs = reference.models.deeplabv2("resnet_small", num_classes=3, atrous_rates=(2, 3)).double().train()
+    ours = minidl.models.deeplabv2("resnet_small", num_classes=3, atrous_rates=(2, 3)).double().train()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    rng = np.random.default_rng(0)
+    images, labels = rng.standard_normal((2, 3, 41, 41)), rng.integers(0, 3, (2, 41, 41))
+    labels[0, :5] = 255
+    scales = (1.0, 0.75, 0.5)
+
+    def torch_loss():
+        x, y = torch.tensor(images), torch.tensor(labels)
+        maps = []
+        for scale in scales:
+            side = int(41 * scale + 0.5)
+            xs = x if scale == 1 else tF.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+            maps.append(theirs(xs) if loss_on == "upsampled_logits" else theirs.head(theirs.backbone(xs)))
+        fused = maps[0]
+        for m in maps[1:]:
+            fused = torch.maximum(fused, tF.interpolate(m, size=fused.shape[2:], mode="bilinear", align_corners=False))
+
+        def ce(scores):
+            small = tF.interpolate(y[:, None].double(), size=scores.shape[2:], mode="nearest")[:, 0].long()
+            return tF.cross_entropy(scores, small, ignore_index=255)
+
+        return ce(fused) + sum(ce(m) for m in maps)
+
+    expected = torch_loss()
+    expected.backward()
+    loss = segmentation_loss(ours, minidl.tensor(images), minidl.tensor(labels), loss_on, scales)
+    loss.backward()
+    np.testing.assert_allclose(loss.item(), expected.item(), rtol=1e-10)
+    their_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), their_params[name].grad.numpy(), rtol=1e-7, atol=1e-10,
+                                   err_msg=name)
+    single = segmentation_loss(ours, minidl.tensor(images), minidl.tensor(labels), loss_on)
+    assert loss.item() > single.item()  # four terms, each about as large as the single-scale loss
+
+
+def test_multi_scale_inputs_are_named_when_wrong_and_refused_by_the_twin():
+    from minidl.train import TrainConfig
+
+    with pytest.raises(ValueError, match="train_scales"):
+        TrainConfig(train_scales=())
+    with pytest.raises(ValueError, match="train_scales"):
+        TrainConfig(train_scales=(1.0, -0.5))
+    import reference.train
+
+    with pytest.raises(ValueError, match="--train-scales 1.0,0.5"):
+        reference.train.train(TrainConfig(train_scales=(1, 0.5)))

@@ -208,6 +208,10 @@ def resnet101(output_stride=16, multi_grid=(1, 1, 1), width=64, dilation_convent
     return ResNet(Bottleneck, [3, 4, 23, 3], output_stride, multi_grid, width, dilation_convention)
 
 
-def resnet_small(output_stride=16, multi_grid=(1, 1, 1), width=16, dilation_convention="deeplab"):
-    """One BasicBlock per stage at width 16 (about 0.3M weights): a backbone that trains on a CPU in minutes."""
-    return ResNet(BasicBlock, [1, 1, 1, 1], output_stride, multi_grid, width, dilation_convention)
+def resnet_small(output_stride=16, multi_grid=(1, 1, 1), width=16, dilation_convention="deeplab", layers=(1, 1, 1, 1)):
+    """One BasicBlock per stage at width 16 (about 0.3M weights): a backbone that trains on a CPU in minutes.
+
+    ``layers`` sets the units per stage: (1, 1, 1, 3) gives layer4 the three units that v3's multi-grid
+    rates apply to, as in ResNet-101's block4.
+    """
+    return ResNet(BasicBlock, list(layers), output_stride, multi_grid, width, dilation_convention)

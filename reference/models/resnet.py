@@ -131,5 +131,5 @@ def resnet101(output_stride=16, multi_grid=(1, 1, 1), width=64, dilation_convent
     return ResNet(Bottleneck, [3, 4, 23, 3], output_stride, multi_grid, width, dilation_convention)
 
 
-def resnet_small(output_stride=16, multi_grid=(1, 1, 1), width=16, dilation_convention="deeplab"):
-    return ResNet(BasicBlock, [1, 1, 1, 1], output_stride, multi_grid, width, dilation_convention)
+def resnet_small(output_stride=16, multi_grid=(1, 1, 1), width=16, dilation_convention="deeplab", layers=(1, 1, 1, 1)):
+    return ResNet(BasicBlock, list(layers), output_stride, multi_grid, width, dilation_convention)
