@@ -1,0 +1,239 @@
+"""The book's experiments: each DeepLab idea as a single-variable ablation, trained alike for several seeds.
+
+Every run trains on the scenes data (``SyntheticSegmentation(scenes=True)``, 161×161: objects from a few
+pixels to most of the image, thin parts, and boat/car told apart only by the scene) with one recipe, so a
+comparison changes one thing. Chapters 4, 7, 9 and 11 read their numbers from here; this file also trains
+them from the command line (``train_or_load``: a finished run with the same settings is loaded, not
+retrained)::
+
+    python book/experiments.py                      # every run, seeds 0 1 2 (hours on a 2-core CPU)
+    python book/experiments.py --only v3 v3plus --seeds 0
+    python book/experiments.py --device cuda        # the same runs on a GPU
+    python book/experiments.py --report             # the table of every ablation from the finished runs
+
+**The papers' geometry on smaller images.** The papers' rates were chosen for Pascal VOC images of
+about 500 pixels, seen as 513×513 (33×33 features at output stride 16). On a 161-pixel image the same rates
+would reach past the feature map: v3's rate 18 at OS 16 needs a map of 37 or more before any tap lands on a
+real pixel, and the map here is 11×11. So each rate is scaled by the ratio of the maps, 11/33 at OS 16
+(v3's 6, 12, 18 become 2, 4, 6) and 21/65 at OS 8 (v2's 6, 12, 18, 24 become 2, 4, 6, 8; LargeFOV's 12
+becomes 4): each branch covers the same fraction of the image as in the paper. With a GPU and
+``image_size=513`` the rates are the papers' own.
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import minidl
+from minidl.models.aspp import ASPP_RATES, ASPP_V2_RATES
+from minidl.train import TrainConfig, build_datasets, crf_options_for, evaluate, train_or_load
+
+FAST = os.environ.get("MINIDL_BOOK_FAST") == "1"
+RUNS = Path(os.environ.get("MINIDL_BOOK_RUNS")
+            or Path(minidl.__file__).resolve().parents[1] / "runs" / ("book-fast" if FAST else "book"))
+SEEDS = (0, 1, 2)
+PAPER_IMAGE = 513  # the papers' evaluation size for Pascal VOC, the images their rates were chosen for
+LARGEFOV_RATE = 12  # v2's single-branch head (Sec. 3.3)
+V2_MSC_SCALES = (1.0, 0.75, 0.5)  # v2's multi-scale inputs, max-fused (Sec. 3.3)
+V3_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # v3's multi-scale inference (Sec. 4.3)
+
+# One recipe for every run: the main job's (``minidl run``: Adam at 4e-3, no weight decay, the small ResNet)
+# at 161 pixels, with layer4 of three units so that v3's multi-grid has something to act on.
+IMAGE_SIZE = 65 if FAST else 161
+RECIPE = dict(data="scenes", num_classes=9, image_size=IMAGE_SIZE, train_size=64 if FAST else 4000,
+              val_size=12 if FAST else 200, backbone="resnet_small", head_channels=16 if FAST else 64, batch_size=8,
+              iterations=10 if FAST else 1500, optimizer="adam", lr=4e-3, weight_decay=0.0, random_scale=(1.0, 1.0),
+              eval_every=10 ** 9, checkpoint_every=250, progress=False)
+BACKBONE_OPTIONS = {"layers": (1, 1, 1, 3)}
+
+
+def book_rates(paper_rates, output_stride, image_size=IMAGE_SIZE):
+    """The papers' rates scaled from a 513-pixel image's feature map to this image's, at ``output_stride``."""
+    ratio = math.ceil(image_size / output_stride) / math.ceil(PAPER_IMAGE / output_stride)
+    return tuple(max(1, int(rate * ratio + 0.5)) for rate in paper_rates)
+
+
+def _v2(**changes):
+    options = {**BACKBONE_OPTIONS, "atrous_rates": book_rates(ASPP_V2_RATES, 8), **changes.pop("options", {})}
+    return dict(model="deeplabv2", output_stride=8, model_options=options, **changes)
+
+
+def _v3(model="deeplabv3", **changes):
+    options = {**BACKBONE_OPTIONS, "atrous_rates": book_rates(ASPP_RATES, 16), **changes.pop("options", {})}
+    return dict(model=model, output_stride=16, model_options=options, **changes)
+
+
+# name -> what the run changes from the recipe
+RUNS_SETTINGS = {
+    "v2": _v2(),
+    "v2_largefov": _v2(options={"atrous_rates": book_rates((LARGEFOV_RATE,), 8)}),
+    "v2_msc": _v2(train_scales=V2_MSC_SCALES),
+    "v3": _v3(),
+    "v3_downsampled_labels": _v3(loss_on="downsampled_labels"),
+    "v3_no_multigrid": _v3(options={"multi_grid": (1, 1, 1)}),
+    "v3_no_pooling": _v3(options={"image_pooling": False}),
+    "v3_random_scale": _v3(random_scale=(0.5, 2.0)),
+    "v3_separable": _v3(options={"separable": True}),
+    "v3plus": _v3("deeplabv3plus"),
+}
+
+
+def config(name, seed=0, device="cpu"):
+    """The ``TrainConfig`` of run ``name`` with ``seed``; it lives in ``RUNS/name/seed<k>``."""
+    return TrainConfig(**{**RECIPE, **RUNS_SETTINGS[name]}, seed=seed, device=device,
+                       out=str(RUNS / name / f"seed{seed}"))
+
+
+# ---------------------------------------------------------------- evaluation settings
+# name -> (how the model is changed, evaluate's options); every one on the same validation images
+def _at_output_stride_8(model):
+    return model.set_output_stride(8)
+
+
+EVALUATIONS = {
+    "single scale": (None, {}),
+    "OS 8": (_at_output_stride_8, {}),
+    "OS 8 + MS + flip": (_at_output_stride_8, {"scales": V3_EVAL_SCALES, "flip": True}),
+    "MSC (max)": (None, {"scales": V2_MSC_SCALES, "fusion": "max"}),
+    "CRF": (None, {"crf": True}),
+}
+
+
+def evaluation(name, setting, seed, device="cpu"):
+    """mIoU of run ``name`` (seed ``seed``) under evaluation ``setting``, cached in the run's folder."""
+    run = config(name, seed, device)
+    cache = Path(run.out) / "evaluations.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    if setting not in done:
+        model, _ = train_or_load(run)
+        change, options = EVALUATIONS[setting]
+        model = (change(model) if change else model).eval()
+        _, val_set, stats = build_datasets(run)
+        if options.get("crf"):
+            options = {**options, "crf_options": crf_options_for(run.image_size, run.image_size)}
+        done[setting] = evaluate(model, val_set, stats, device=device, **options)["miou"]
+        cache.write_text(json.dumps(done, indent=1))
+    return done[setting]
+
+
+# ---------------------------------------------------------------- the ablations
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+    """One row of the papers' tables: ``baseline`` against ``variant``, each a (run, evaluation setting)."""
+
+    idea: str
+    baseline: tuple
+    variant: tuple
+    paper: str  # where the paper's numbers come from
+    paper_miou: tuple  # (baseline, variant), Pascal VOC 2012 val mIoU %; None where the paper has no row
+    note: str = ""
+
+
+ABLATIONS = (
+    Ablation("ASPP-L instead of LargeFOV", ("v2_largefov", "single scale"), ("v2", "single scale"),
+             "v2 Table 3 (VGG-16, before CRF)", (65.76, 68.96)),
+    Ablation("multi-scale inputs (MSC), trained and tested", ("v2", "single scale"), ("v2_msc", "MSC (max)"),
+             "v2 Table 4 (ResNet-101)", (68.72, 71.27)),
+    Ablation("fully connected CRF", ("v2", "single scale"), ("v2", "CRF"), "v2 Table 3 (ASPP-L, VGG-16)",
+             (68.96, 71.57)),
+    Ablation("loss on upsampled logits, not downsampled labels", ("v3_downsampled_labels", "single scale"),
+             ("v3", "single scale"), "v3 Table 8", (76.01, 77.21)),
+    Ablation("multi-grid (1, 2, 4) instead of (1, 1, 1)", ("v3_no_multigrid", "single scale"),
+             ("v3", "single scale"), "v3 Table 5 (without image pooling)", (75.36, 76.58),
+             "the paper's pair has no image pooling; ours has it"),
+    Ablation("image pooling", ("v3_no_pooling", "single scale"), ("v3", "single scale"), "v3 Table 5",
+             (76.58, 77.21)),
+    Ablation("random rescaling 0.5-2 in training", ("v3", "single scale"), ("v3_random_scale", "single scale"),
+             "v2 Table 4 (Aug, ResNet-101 with MSC and COCO)", (73.28, 74.87)),
+    Ablation("OS 8 instead of 16 at evaluation", ("v3", "single scale"), ("v3", "OS 8"), "v3 Table 6",
+             (77.21, 78.51)),
+    Ablation("multi-scale + flip inference (at OS 8)", ("v3", "OS 8"), ("v3", "OS 8 + MS + flip"), "v3 Table 6",
+             (78.51, 79.77)),
+    Ablation("separable ASPP instead of dense", ("v3", "single scale"), ("v3_separable", "single scale"),
+             "v3+ Table 5 (Xception, with decoder)", (79.93, 79.79),
+             "the paper's pair has the decoder; ours has none"),
+    Ablation("decoder", ("v3_separable", "single scale"), ("v3plus", "single scale"),
+             "v3+ Table 3 (ResNet-101, eval OS 16)", (77.21, 78.85)),
+)
+
+VERSIONS = (("v2", "v2"), ("v3", "v3"), ("v3+", "v3plus"))  # chapter 11's rows: name, run
+
+
+def runs_needed(ablations=ABLATIONS):
+    """Every run the ablations read, in first-use order."""
+    names = [run for a in ablations for run, _ in (a.baseline, a.variant)] + [run for _, run in VERSIONS]
+    return list(dict.fromkeys(names))
+
+
+def summarise(values):
+    """(mean, sample standard deviation) of per-seed values; the deviation is 0 for one seed."""
+    values = np.asarray(values, float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def compare(ablation, seeds=SEEDS, device="cpu"):
+    """The ablation's numbers over ``seeds``: per-seed mIoUs, means ± std, and whether the change is an effect.
+
+    A difference counts as an effect only when it exceeds the spread: the larger of the two standard
+    deviations over seeds.
+    """
+    baseline = [evaluation(*ablation.baseline, seed, device) for seed in seeds]
+    variant = [evaluation(*ablation.variant, seed, device) for seed in seeds]
+    (b_mean, b_std), (v_mean, v_std) = summarise(baseline), summarise(variant)
+    spread = max(b_std, v_std)
+    return {"baseline": baseline, "variant": variant, "baseline_mean": b_mean, "baseline_std": b_std,
+            "variant_mean": v_mean, "variant_std": v_std, "difference": v_mean - b_mean,
+            "effect": len(seeds) > 1 and abs(v_mean - b_mean) > spread}
+
+
+def verdict(result):
+    if not result["effect"]:
+        return "within the spread"
+    return "helps" if result["difference"] > 0 else "hurts"
+
+
+def ablation_rows(seeds=SEEDS, device="cpu"):
+    """One Markdown-ready row per ablation: ours (mean ± std over seeds, in mIoU %) beside the paper's."""
+    rows = []
+    for ablation in ABLATIONS:
+        r = compare(ablation, seeds, device)
+        paper_b, paper_v = ablation.paper_miou
+        rows.append((ablation.idea, f"{100 * r['baseline_mean']:.1f} ± {100 * r['baseline_std']:.1f}",
+                     f"{100 * r['variant_mean']:.1f} ± {100 * r['variant_std']:.1f}",
+                     f"{100 * r['difference']:+.1f}", verdict(r), f"{paper_b:.2f} → {paper_v:.2f} "
+                     f"({paper_v - paper_b:+.2f})", ablation.paper + (f"; {ablation.note}" if ablation.note else "")))
+    return rows
+
+
+ABLATION_HEADER = ("idea", "without (ours)", "with (ours)", "change", "our verdict", "paper", "paper's source")
+
+
+def markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", default=None, choices=list(RUNS_SETTINGS), help="these runs only")
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--report", action="store_true", help="print the ablation table (training what is missing)")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(markdown(ABLATION_HEADER, ablation_rows(args.seeds, args.device)))
+        return 0
+    for seed in args.seeds:  # seed by seed: every comparison has one seed early, then gains the others
+        for name in args.only or runs_needed():
+            _, metrics = train_or_load(config(name, seed, args.device))
+            print(f"{name} seed {seed}: validation mIoU {metrics['miou']:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
