@@ -496,3 +496,25 @@ def test_a_staging_buffer_is_written_again_only_after_its_copy_is_done():
     for (images, labels), (want_images, want_labels) in zip(_on_host(batches), expected):
         np.testing.assert_array_equal(images, want_images)
         np.testing.assert_array_equal(labels, want_labels)
+
+
+# ---------------------------------------------------------------- memory
+@on_standin
+def test_a_gpu_convolutions_backward_holds_one_column_array_at_a_time():
+    """im2col's columns (C_in·kh·kw × N·H·W) are the largest temporary of a convolution; on a GPU backward
+    unfolds them again from the input. Its peak (the stand-in's NumPy allocations, traced) must stay under
+    two column arrays: the columns are gone before their gradient is made."""
+    import tracemalloc
+
+    x = minidl.randn(4, 32, 65, 65, device="cuda", requires_grad=True)
+    w = minidl.randn(32, 32, 3, 3, device="cuda", requires_grad=True)
+    columns_bytes = 32 * 9 * 4 * 65 * 65 * 4
+    y = F.conv2d(x, w, padding=2, dilation=2)
+    g = minidl.ones(*y.shape, device="cuda")
+    tracemalloc.start()
+    try:
+        y.backward(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * columns_bytes, f"{peak / columns_bytes:.2f} column arrays"
