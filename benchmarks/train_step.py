@@ -7,8 +7,18 @@
 Models: ``main`` is the main job's v3+ (resnet_small, 64-channel head, 7 classes) at 16 × 97²;
 ``mobilenet`` is v3+ MobileNetV2 (256-channel head, 21 classes) at 8 × 321². A step is forward, the
 cross-entropy on upsampled logits, backward and Adam's update, in float32. The table gives the median
-milliseconds per step after warm-up (each step bracketed by a device synchronisation), the peak memory
-and the ratio minidl / PyTorch. Nothing here asserts a speed: record the table, with its command, in
+milliseconds per step after warm-up (each step bracketed by a device synchronisation), the ratio minidl /
+PyTorch, and on a GPU the peak memory of one more step, two ways each side:
+
+- in use: the most bytes that arrays (PyTorch: tensors) held at once, weights, optimizer state and batch
+  included: the high-water mark of CuPy's memory pool's ``used_bytes()``, read after every allocation,
+  against ``torch.cuda.max_memory_allocated()``;
+- held: the most bytes the allocator held from the GPU, blocks cached for reuse included: CuPy's pool's
+  ``total_bytes()``, read the same way, against ``torch.cuda.max_memory_reserved()``.
+
+Both peaks are reset at the start of that step (``torch.cuda.reset_peak_memory_stats()``), so they are the
+step's, not the warm-up's. Memory that neither allocator hands out (cuBLAS's and cuDNN's own workspaces, the
+CUDA context) is in neither. Nothing here asserts a speed: record the table, with its command, in
 benchmarks/RESULTS.md.
 """
 import argparse
@@ -74,8 +84,12 @@ def run_torch(spec, weights, device, steps):
 
     synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     ms = _time_steps(step, synchronize, steps)
-    peak = torch.cuda.max_memory_reserved() if device == "cuda" else None
-    return {"ms": ms, "peak_bytes": peak}
+    if device != "cuda":
+        return {"ms": ms}
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    synchronize()
+    return {"ms": ms, "in_use": torch.cuda.max_memory_allocated(), "held": torch.cuda.max_memory_reserved()}
 
 
 def run_minidl(spec, weights, device, steps):
@@ -99,8 +113,30 @@ def run_minidl(spec, weights, device, steps):
 
     synchronize = backend.cupy().cuda.Device().synchronize if device == "cuda" else (lambda: None)
     ms = _time_steps(step, synchronize, steps)
-    peak = backend.cupy().get_default_memory_pool().total_bytes() if device == "cuda" else None
-    return {"ms": ms, "peak_bytes": peak}
+    if device != "cuda":
+        return {"ms": ms}
+    return {"ms": ms, **_cupy_peaks(backend.cupy(), step)}
+
+
+def _cupy_peaks(cp, step):
+    """Peak bytes in use and held by CuPy's default memory pool during ``step()``. Both peak right after an
+    allocation, so an allocator that reads them after each one finds the exact high-water marks."""
+    pool = cp.get_default_memory_pool()
+    peaks = {"in_use": pool.used_bytes(), "held": pool.total_bytes()}
+
+    def allocate(size):
+        memory = pool.malloc(size)
+        peaks["in_use"] = max(peaks["in_use"], pool.used_bytes())
+        peaks["held"] = max(peaks["held"], pool.total_bytes())
+        return memory
+
+    cp.cuda.set_allocator(allocate)
+    try:
+        step()
+        cp.cuda.Device().synchronize()
+    finally:
+        cp.cuda.set_allocator(pool.malloc)
+    return peaks
 
 
 def _side(args):
@@ -120,7 +156,11 @@ def _in_own_process(side, model, weights, args):
 
 
 def _megabytes(n):
-    return "–" if n is None else f"{n / 2**20:.0f} MB"
+    return "–" if n is None else f"{n / 2**20:.0f}"
+
+
+def _ratio(ours, theirs):
+    return "–" if ours is None or theirs is None else f"{ours / theirs:.2f}"
 
 
 def main():
@@ -138,8 +178,12 @@ def main():
 
     print(f"# train step, device {args.device}, float32, Adam, median of {args.steps} steps after 2 warm-up, "
           f"minidl kernels {args.kernels}, torch {torch.__version__}")
-    print("| model, batch | minidl ms | PyTorch ms | minidl / PyTorch | minidl peak | PyTorch peak |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("# peak MB of one step: 'in use' = arrays/tensors alive at once (CuPy pool used_bytes high-water "
+          "mark / torch max_memory_allocated); 'held' = taken from the GPU by the allocator, cache included "
+          "(CuPy pool total_bytes / torch max_memory_reserved)")
+    print("| model, batch | minidl ms | PyTorch ms | minidl / PyTorch | minidl MB in use | PyTorch MB in use "
+          "| in use, minidl / PyTorch | minidl MB held | PyTorch MB held |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         spec = MODELS[name]
         torch.manual_seed(0)
@@ -149,10 +193,12 @@ def main():
             ours, theirs = (_in_own_process(side, name, weights, args) for side in ("minidl", "torch"))
         label = f"{name} ({spec['backbone']}, {spec['head_channels']}-ch head), {spec['batch']} × {spec['size']}²"
         if "error" in ours or "error" in theirs:
-            print(f"| {label} | {ours.get('error', '')} | {theirs.get('error', '')} | | | |")
+            print(f"| {label} | {ours.get('error', '')} | {theirs.get('error', '')} | | | | | | |")
             continue
         print(f"| {label} | {ours['ms']:.1f} | {theirs['ms']:.1f} | {ours['ms'] / theirs['ms']:.2f} | "
-              f"{_megabytes(ours['peak_bytes'])} | {_megabytes(theirs['peak_bytes'])} |")
+              f"{_megabytes(ours.get('in_use'))} | {_megabytes(theirs.get('in_use'))} | "
+              f"{_ratio(ours.get('in_use'), theirs.get('in_use'))} | "
+              f"{_megabytes(ours.get('held'))} | {_megabytes(theirs.get('held'))} |")
 
 
 if __name__ == "__main__":

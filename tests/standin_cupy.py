@@ -17,12 +17,23 @@ CuPy's rules, the ones that break code written for NumPy only:
 It also counts what a GPU profile would show: ``counts.launches`` (every array
 function, operator or computing method: one or more kernels on a GPU) and
 ``counts.host_waits`` (every copy to the host or scalar read, each a synchronisation
-on a GPU, and every explicit ``synchronize()``).
+on a GPU, and every explicit ``synchronize()``, of a device, a stream or an event).
+
+Streams other than the null stream run asynchronous copies (``ndarray.set(host,
+stream=s)``) as a GPU would, later: the copy reads the host array when it runs, so
+a host buffer changed before then shows in the copy. It runs at a host wait for it,
+when an event after it is found ``done``, or when an array it writes is used on a
+stream that waited for such an event (``wait_event``); using that array on a stream
+that did not wait raises. ``gpu_behind()`` keeps events from being found done. A
+copy from memory that is not pinned (``cuda.alloc_pinned_memory``) makes the host
+wait, as CUDA's copies from pageable memory do.
 """
+import collections
 import contextlib
 import functools
 import sys
 import types
+import weakref
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -61,7 +72,7 @@ class Device:
         _Current.device = self.id
 
     def synchronize(self):
-        counts.host_waits += 1
+        _device_synchronize()
 
     def __eq__(self, other):
         return isinstance(other, Device) and other.id == self.id
@@ -76,9 +87,34 @@ class Stream:
     def __init__(self, non_blocking=False):
         self.ptr = id(self)
         self._previous = []
+        self._queued = collections.deque()  # (number, operation) of the work issued here and not yet run
+        self._issued = self._finished = 0  # numbers of the last operation issued, and run
+        self._waited = {}  # stream -> the number of its operation that this stream's later work comes after
+        _STREAMS.add(self)
+
+    def _enqueue(self, operation):
+        self._issued += 1
+        self._queued.append((self._issued, operation))
+        return self._issued
+
+    def _run_until(self, number):
+        while self._queued and self._queued[0][0] <= number:
+            self._finished, operation = self._queued.popleft()
+            operation()
 
     def synchronize(self):
         counts.host_waits += 1
+        self._run_until(self._issued)
+
+    def record(self, event=None):
+        event = Event() if event is None else event
+        event.record(self)
+        return event
+
+    def wait_event(self, event):
+        """Order this stream's later work after ``event`` (on the GPU: not a host wait)."""
+        if event._stream is not None:
+            self._waited[event._stream] = max(self._waited.get(event._stream, 0), event._number)
 
     def __enter__(self):
         self._previous.append(_Current.stream)
@@ -89,8 +125,46 @@ class Stream:
         _Current.stream = self._previous.pop()
 
 
+_STREAMS = weakref.WeakSet()
 Stream.null = Stream()
 Stream.null.ptr = 0
+
+
+class _Behind:
+    gpu = False  # True in ``gpu_behind()``: events are never found done
+
+
+class Event:
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self._stream, self._number = None, 0
+
+    def record(self, stream=None):
+        self._stream = _get_current_stream() if stream is None else stream
+        self._number = self._stream._issued
+
+    @property
+    def done(self):
+        """Whether the work before the event has run: at once (a GPU that keeps up), unless ``gpu_behind()``."""
+        if self._stream is None:
+            return True
+        if not _Behind.gpu:
+            self._stream._run_until(self._number)
+        return self._stream._finished >= self._number
+
+    def synchronize(self):
+        counts.host_waits += 1
+        if self._stream is not None:
+            self._stream._run_until(self._number)
+
+
+class PinnedMemory(bytearray):
+    """Page-locked host memory, as ``cuda.alloc_pinned_memory`` gives it (NumPy views it with frombuffer)."""
+
+
+def _is_pinned(array):
+    while isinstance(array, np.ndarray):
+        array = array.base
+    return isinstance(array.obj if isinstance(array, memoryview) else array, PinnedMemory)
 
 
 def _get_current_stream():
@@ -99,12 +173,16 @@ def _get_current_stream():
 
 def _device_synchronize():
     counts.host_waits += 1
+    for stream in list(_STREAMS):
+        stream._run_until(stream._issued)
 
 
 cuda = types.SimpleNamespace(
     Device=Device,
     Stream=Stream,
+    Event=Event,
     get_current_stream=_get_current_stream,
+    alloc_pinned_memory=PinnedMemory,
     runtime=types.SimpleNamespace(
         getDeviceCount=lambda: DEVICE_COUNT,
         getDevice=lambda: _Current.device,
@@ -132,6 +210,20 @@ def _check_device(array):
             f"The device where the array resides ({array._device}) is different from the current "
             f"device ({_Current.device}). Peer access is unavailable between these devices."
         )
+    _check_copied(array)
+
+
+def _check_copied(array):
+    """An array written by a copy on another stream is usable on a stream that waited for that copy."""
+    if array._pending is None:
+        return
+    stream, number = array._pending
+    current = _get_current_stream()
+    if stream._finished < number and current is not stream and current._waited.get(stream, 0) < number:
+        raise RuntimeError("the CuPy stand-in: an array is used before the copy into it, issued on another "
+                           "stream, is known to be done (wait_event on an event recorded after the copy)")
+    stream._run_until(number)  # the GPU has run it by the time work ordered after it runs
+    array._pending = None
 
 
 def _unwrap(value, where, numpy_ok=False):
@@ -263,12 +355,13 @@ _VIEWS = {"reshape", "view", "transpose", "swapaxes", "squeeze"}
 
 
 class ndarray(NDArrayOperatorsMixin):
-    __slots__ = ("_a", "_device")
+    __slots__ = ("_a", "_device", "_pending")
     __array_priority__ = 100  # minidl's Tensor (1000) wins, as it does against CuPy
 
     def __init__(self, array, device=None):
         self._a = array
         self._device = _Current.device if device is None else device
+        self._pending = None  # (stream, number) of an asynchronous copy into the array, until it has run
 
     # -- what CuPy refuses
     def __array__(self, dtype=None, copy=None):
@@ -277,6 +370,7 @@ class ndarray(NDArrayOperatorsMixin):
 
     def _read_host(self):
         counts.host_waits += 1
+        _check_copied(self)
         return self._a
 
     def _one_element(self, what):
@@ -306,6 +400,27 @@ class ndarray(NDArrayOperatorsMixin):
 
     def get(self, stream=None, order="C", out=None):
         return np.array(self._read_host(), order=order)
+
+    def set(self, arr, stream=None):
+        """Copy host array ``arr`` in: now on the null stream, later on another (see the module docstring)."""
+        counts.launches += 1
+        _check_device(self)
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, got {type(arr)}")
+        if arr.dtype != self.dtype or arr.shape != self.shape:
+            raise ValueError(f"{arr.dtype}{arr.shape} cannot be set to a {self.dtype}{self.shape} array")
+        stream = _get_current_stream() if stream is None else stream
+        target = self._a
+
+        def copy():
+            np.copyto(target, arr)
+
+        if stream is Stream.null:
+            copy()
+            return
+        if not _is_pinned(arr):
+            counts.host_waits += 1  # CUDA copies pageable memory through a buffer of its own, host waiting
+        self._pending = (stream, stream._enqueue(copy))
 
     def __iter__(self):
         if self.ndim == 0:
@@ -352,7 +467,10 @@ class ndarray(NDArrayOperatorsMixin):
                 counts.launches += 1
                 _check_device(self)
             args, kwargs = _unwrap_all(args, kwargs, f"ndarray.{name}")
-            return _wrap(method(*args, **kwargs), self._device)
+            result = _wrap(method(*args, **kwargs), self._device)
+            if name in _VIEWS and isinstance(result, ndarray):
+                result._pending = self._pending  # the same memory, copied into as the array is
+            return result
 
         return call
 
@@ -389,6 +507,16 @@ class ndarray(NDArrayOperatorsMixin):
 def install():
     """Make ``import cupy`` give this module (for the rest of the process)."""
     sys.modules["cupy"] = sys.modules[__name__]
+
+
+@contextlib.contextmanager
+def gpu_behind():
+    """A GPU that lags behind the host: no event is found done; work waited for on the host still runs."""
+    before, _Behind.gpu = _Behind.gpu, True
+    try:
+        yield
+    finally:
+        _Behind.gpu = before
 
 
 @contextlib.contextmanager

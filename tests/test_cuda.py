@@ -20,6 +20,7 @@ import minidl
 import minidl.nn.functional as F
 from minidl import backend, kernels
 from minidl.crf import dense_crf
+from minidl.data import DataLoader, RandomScale, SyntheticSegmentation, train_transform
 from minidl.metrics import SegmentationMetrics
 
 on_standin = pytest.mark.skipif(sys.modules.get("cupy") is not standin_cupy,
@@ -409,3 +410,111 @@ def test_switched_off_kernels_run_fused_code_as_separate_operations(fresh_kernel
     with kernels.disabled(), standin_cupy.counting() as separate:
         F.batch_norm(x, None, None, w, b, training=True)
     assert separate.launches > fused.launches + 3
+
+
+# ---------------------------------------------------------------- the loader on 'cuda'
+def _loader(device, **options):
+    data = SyntheticSegmentation(size=8, image_size=33, seed=1)
+    options = {"batch_size": 3, "seed": 2, "transform": train_transform(25, data.MEAN, data.STD), **options}
+    return DataLoader(data, device=device, **options)
+
+
+def _on_host(batches):
+    return [tuple(t.numpy() if isinstance(t, minidl.Tensor) else t for t in batch) for batch in batches]
+
+
+@pytest.mark.parametrize("options", [{"drop_last": False}, {"num_workers": 2, "drop_last": False},
+                                     {"batch_size": 1, "transform": RandomScale(0.5, 2.0)}],
+                         ids=["last-batch-smaller", "workers", "sizes-vary"])
+def test_the_cuda_loader_gives_the_cpu_loaders_batches_exactly(options):
+    """Last batches of an epoch smaller (drop_last=False), and items of many sizes (batch_size=1, no crop):
+    the staging buffers change size; the values do not change."""
+    expected = list(_loader(None, **options).batches(0, 7))
+    batches = list(_loader("cuda", **options).batches(0, 7))
+    assert all(t.device == "cuda" for batch in batches for t in batch)
+    got = _on_host(batches)
+    assert {a.shape for a, _ in expected} == {a.shape for a, _ in got} and len({a.shape for a, _ in got}) > 1
+    for (images, labels), (want_images, want_labels) in zip(got, expected):
+        assert images.dtype == np.float32 and labels.dtype == np.int64
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+
+
+@on_standin
+def test_the_cuda_loader_copies_one_batch_ahead_on_a_side_stream_that_the_step_waits_for(monkeypatch):
+    cupy = sys.modules["cupy"]
+    copies = []  # the stream of each host-to-device copy
+    plain_set = standin_cupy.ndarray.set
+
+    def recording_set(self, arr, stream=None):
+        copies.append(stream)
+        plain_set(self, arr, stream)
+
+    monkeypatch.setattr(standin_cupy.ndarray, "set", recording_set)
+    stream = _loader("cuda").batches()
+    images, labels = next(stream)
+    assert len(copies) == 4  # images and labels of this batch and of the next
+    assert all(s is not None and s is not cupy.cuda.Stream.null for s in copies)
+    assert len(set(copies)) == 1  # one side stream
+    with cupy.cuda.Stream():  # a stream that has not waited for the copy cannot use the batch
+        with pytest.raises(RuntimeError, match="before the copy"):
+            images.data + 1
+    first = _on_host([(images, labels)])[0]  # the current stream did wait
+    np.testing.assert_array_equal(first[0], _loader(None).load_batch(0, 0)[0])
+    next(stream)
+    assert len(copies) == 6
+    stream.close()
+
+
+@on_standin
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_cuda_loader_never_waits_for_the_gpu_and_reuses_its_pinned_buffers(workers, monkeypatch):
+    cupy = sys.modules["cupy"]
+    pinned = []
+    monkeypatch.setattr(cupy.cuda, "alloc_pinned_memory", lambda size: pinned.append(size) or
+                        standin_cupy.PinnedMemory(size))
+    stream = _loader("cuda", num_workers=workers, drop_last=False).batches()
+    for _ in range(2):  # the first batches fill the ring of staging buffers
+        next(stream)
+    for _ in range(9):  # three epochs, the last batch of each smaller (2 items)
+        with standin_cupy.counting() as counted:
+            next(stream)
+        assert counted.host_waits == 0  # a copy from memory that is not pinned would wait too
+        assert counted.launches <= 4  # two arrays made, two copies
+    stream.close()
+    assert len(pinned) == 3, pinned  # one staging buffer for each slot of the ring, sized once
+
+
+@on_standin
+def test_a_staging_buffer_is_written_again_only_after_its_copy_is_done():
+    """On a GPU that lags behind, the loader waits for a buffer's copy before collating into it: the
+    batches are still the CPU loader's, though none is used until all have been drawn."""
+    expected = list(_loader(None).batches(0, 8))
+    with standin_cupy.gpu_behind(), standin_cupy.counting() as counted:
+        batches = list(_loader("cuda").batches(0, 8))
+    assert counted.host_waits >= 8 - 3  # each buffer after the first three: one wait (and one at the end)
+    for (images, labels), (want_images, want_labels) in zip(_on_host(batches), expected):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+
+
+# ---------------------------------------------------------------- memory
+@on_standin
+def test_a_gpu_convolutions_backward_holds_one_column_array_at_a_time():
+    """im2col's columns (C_in·kh·kw × N·H·W) are the largest temporary of a convolution; on a GPU backward
+    unfolds them again from the input. Its peak (the stand-in's NumPy allocations, traced) must stay under
+    two column arrays: the columns are gone before their gradient is made."""
+    import tracemalloc
+
+    x = minidl.randn(4, 32, 65, 65, device="cuda", requires_grad=True)
+    w = minidl.randn(32, 32, 3, 3, device="cuda", requires_grad=True)
+    columns_bytes = 32 * 9 * 4 * 65 * 65 * 4
+    y = F.conv2d(x, w, padding=2, dilation=2)
+    g = minidl.ones(*y.shape, device="cuda")
+    tracemalloc.start()
+    try:
+        y.backward(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * columns_bytes, f"{peak / columns_bytes:.2f} column arrays"

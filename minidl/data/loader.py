@@ -18,9 +18,14 @@ transform draws from the item's generator too.
 """
 import collections
 import concurrent.futures
+import contextlib
 import itertools
 
 import numpy as np
+
+from minidl import backend
+from minidl.backend import Device
+from minidl.tensor import Tensor
 
 _ORDER, _ITEM = 0, 1
 
@@ -38,7 +43,9 @@ class DataLoader:
         transform: ``t(image, label, rng)`` applied to each item after the data set's own (see
             ``minidl.data.transforms``).
         progress: show a tqdm progress bar.
-        device: None for NumPy arrays; 'cpu' or 'cuda' for minidl Tensors on that device.
+        device: None for NumPy arrays; 'cpu' or 'cuda' for minidl Tensors on that device. On a GPU each
+            batch is collated into pinned host memory and copied on a side stream one batch ahead, so the
+            copy of the next batch overlaps the step that uses this one (see ``_PinnedCopies``).
         prefetch: with workers, how many batches are loaded ahead (default 2).
     """
 
@@ -210,9 +217,38 @@ class DataLoader:
     # ----------------------------------------------------------------- machinery
 
     def _stream(self, positions):
+        loaded = self._loaded(positions)
+        try:
+            if self.device is None or Device(self.device).type == "cpu":
+                for indices, items in loaded:
+                    yield self._to_device(self._collate(indices, items))
+            else:
+                yield from self._through_pinned_copies(loaded)
+        finally:
+            loaded.close()
+
+    def _through_pinned_copies(self, loaded):
+        """The batches on a GPU, one ahead: the copy of the next is under way while the consumer steps on
+        the one handed out."""
+        copies = _PinnedCopies(self.device)
+        ahead = None
+        try:
+            for indices, items in loaded:
+                batch = copies.start(self._collate(indices, items, staging=copies.staging))
+                if ahead is not None:
+                    yield copies.hand_over(*ahead)
+                ahead = batch
+            if ahead is not None:
+                yield copies.hand_over(*ahead)
+        finally:
+            copies.finish()
+
+    def _loaded(self, positions):
+        """(indices, items) of the batch at each position, loaded in this thread or by the workers, in order."""
         if self.num_workers == 0:
             for epoch, batch in positions:
-                yield self._to_device(self.load_batch(epoch, batch))
+                indices = self.batch_indices(epoch, batch)
+                yield indices, [self.load_item(epoch, i) for i in indices]
             return
         pool = concurrent.futures.ThreadPoolExecutor(self.num_workers, thread_name_prefix="minidl-data")
         pending = collections.deque()
@@ -231,11 +267,13 @@ class DataLoader:
                 indices, futures = pending.popleft()
                 items = [f.result() for f in futures]
                 submit()
-                yield self._to_device(self._collate(indices, items))
+                yield indices, items
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _collate(self, indices, items):
+    def _collate(self, indices, items, staging=None):
+        """The items as one (images float32, labels int64) pair: new arrays, or the arrays that
+        ``staging(images_shape, labels_shape)`` gives, filled with the same values."""
         images = [np.asarray(image) for image, _ in items]
         labels = [np.asarray(label) for _, label in items]
         for i, image, label in zip(indices, images, labels):
@@ -250,8 +288,13 @@ class DataLoader:
                     f"{images[0].shape} and item {i} is {image.shape}; add PadToSize/RandomCrop "
                     "(minidl.data.transforms) to the transform, or use batch_size=1"
                 )
-        return (np.stack(images).astype(np.float32, copy=False),
-                np.stack(labels).astype(np.int64, copy=False))
+        if staging is None:
+            return (np.stack(images).astype(np.float32, copy=False),
+                    np.stack(labels).astype(np.int64, copy=False))
+        batch = staging((len(images), *images[0].shape), (len(labels), *labels[0].shape))
+        for out, arrays in zip(batch, (images, labels)):
+            _stack_into(out, arrays)
+        return batch
 
     def _to_device(self, batch):
         if self.device is None:
@@ -271,3 +314,78 @@ class DataLoader:
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
                 f"num_workers={self.num_workers})")
+
+
+def _stack_into(out, arrays):
+    """``np.stack(arrays).astype(out.dtype)`` written into ``out``, value for value."""
+    if len({a.dtype for a in arrays}) == 1:
+        np.stack(arrays, out=out, casting="unsafe")  # each value cast once, as astype casts it
+    else:  # items of mixed dtypes: promoted together first, as np.stack does, then cast
+        np.copyto(out, np.stack(arrays), casting="unsafe")
+
+
+class _PinnedCopies:
+    """The loader's way to a GPU: pinned staging buffers, copies on a side stream, a wait on the GPU.
+
+    A batch is collated straight into one of a few reusable staging buffers in pinned (page-locked) host
+    memory, the only memory a GPU copies from asynchronously. Its copy runs on a stream of its own, so it
+    overlaps the step the GPU is computing, and an event recorded after it is what the consumer's stream
+    waits for before using the batch: a wait on the GPU, never on the host. A staging buffer is written
+    again only after its last copy is done; waiting for that is the one host wait, and only when every
+    buffer is still being copied (the loader is then far ahead of the GPU).
+    """
+
+    SLOTS = 3  # one being filled, one whose copy may still run, one spare
+
+    def __init__(self, device):
+        self.cp = backend.cupy()
+        self.device = Device(device)
+        with self._on_device():
+            self.stream = self.cp.cuda.Stream(non_blocking=True)
+        self.slots = [_StagingBuffer() for _ in range(self.SLOTS)]
+        self.turn = 0
+
+    def _on_device(self):
+        return self.cp.cuda.Device(self.device.index) if self.device.index is not None else contextlib.nullcontext()
+
+    def staging(self, images_shape, labels_shape):
+        """NumPy views of float32 images and int64 labels of these shapes in the next free staging buffer."""
+        slot = self.slots[self.turn]
+        if slot.copied is not None and not slot.copied.done:
+            slot.copied.synchronize()
+        labels_bytes = 8 * int(np.prod(labels_shape))  # int64 labels first: the float32 images after them stay aligned
+        size = labels_bytes + 4 * int(np.prod(images_shape))
+        if slot.size < size:
+            slot.memory, slot.size = self.cp.cuda.alloc_pinned_memory(size), size
+        labels = np.frombuffer(slot.memory, np.int64, int(np.prod(labels_shape)), 0).reshape(labels_shape)
+        images = np.frombuffer(slot.memory, np.float32, int(np.prod(images_shape)), labels_bytes)
+        return images.reshape(images_shape), labels
+
+    def start(self, staged):
+        """Start copying the staged batch to the GPU: its arrays there, and the event that marks them ready."""
+        with self._on_device():
+            arrays = tuple(self.cp.empty(host.shape, host.dtype) for host in staged)
+            # The memory comes from the pool of the consumer's stream, which may still have work queued that
+            # reads it from before it was freed: the copy waits for that work, on the GPU.
+            self.stream.wait_event(self.cp.cuda.get_current_stream().record())
+            for array, host in zip(arrays, staged):
+                array.set(host, stream=self.stream)
+            copied = self.stream.record()
+        slot = self.slots[self.turn]
+        slot.copied, self.turn = copied, (self.turn + 1) % len(self.slots)
+        return arrays, copied
+
+    def hand_over(self, arrays, copied):
+        """The batch as Tensors, its use on the consumer's current stream ordered after its copy."""
+        with self._on_device():
+            self.cp.cuda.get_current_stream().wait_event(copied)
+        return tuple(Tensor(array) for array in arrays)
+
+    def finish(self):
+        """Wait for the copies still running: they read staging buffers that, once this object is gone,
+        go back to CuPy's pool of pinned memory, where the next owner could overwrite them."""
+        self.stream.synchronize()
+
+
+class _StagingBuffer:
+    memory, size, copied = None, 0, None  # pinned bytes, their count, the event after their last copy

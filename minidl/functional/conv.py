@@ -162,6 +162,7 @@ class Convolution(Function):
         ctx.refold = xp.__name__ != "numpy"
         ctx.save_for_backward((x if ctx.refold else cols) if needs_w else None, w_groups if needs_x else None)
         ctx.x_shape, ctx.w_shape, ctx.geometry = x.shape, w.shape, geometry
+        del cols  # where not saved, gone before the output's copy is made
         return _add_bias(xp.ascontiguousarray(out), b)
 
     @_sized_products
@@ -174,11 +175,12 @@ class Convolution(Function):
         # (N, C_out, H_out, W_out) -> (groups, C_out/groups, N·H_out·W_out), the layout of the forward product
         g_groups = g.transpose(1, 0, 2, 3).reshape(groups, c_out // groups, -1)
         gx = gw = None
+        if ctx.needs_input_grad[1]:  # first, so that the columns are gone before their gradient is made
+            gw = (g_groups @ cols.transpose(0, 2, 1)).reshape(ctx.w_shape)
+        del cols
         if ctx.needs_input_grad[0]:
             grad_cols = w_groups.transpose(0, 2, 1) @ g_groups
             gx = _fold(grad_cols.reshape(-1, grad_cols.shape[2]), ctx.x_shape, *ctx.geometry)
-        if ctx.needs_input_grad[1]:
-            gw = (g_groups @ cols.transpose(0, 2, 1)).reshape(ctx.w_shape)
         return gx, gw, _bias_grad(ctx, g)
 
 
