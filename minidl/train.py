@@ -372,8 +372,9 @@ def train_or_load(config):
     Then that run's model is loaded instead of trained again (and evaluated on
     the validation set, for the metrics ``train`` would return). This is how the
     book's chapters share models: the first chapter that needs one trains it,
-    later chapters and re-runs load it. A run with other settings, or one that
-    stopped early, is trained afresh.
+    later chapters and re-runs load it. A run with the same settings that
+    stopped early (its checkpoint is behind) goes on from its checkpoint, exactly
+    as ``train(config, resume=True)``; a run with other settings is trained afresh.
     """
     path = _checkpoint_path(config.out)
     if os.path.exists(path):
@@ -382,11 +383,14 @@ def train_or_load(config):
         defaults = _as_json(TrainConfig())
         # a field added since the run was saved reads as its default, the value the run was trained with
         saved = {k: v for k, v in _as_json({**defaults, **state.get("config", {})}).items() if k not in _INCIDENTAL}
-        if saved == wanted and int(state.get("iteration", -1)) == config.iterations:
+        done = int(state.get("iteration", -1))
+        if saved == wanted and done == config.iterations:
             model = build_model(config).to(config.device)
             model.load_state_dict(state["model"])
             _, val_set, stats = build_datasets(config)
             return model, evaluate(model, val_set, stats, device=config.device)
+        if saved == wanted and 0 < done < config.iterations and "optimizer" in state:
+            return train(config, resume=True)
     return train(config)
 
 

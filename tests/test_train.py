@@ -74,6 +74,28 @@ def test_train_or_load_loads_a_finished_run_and_retrains_a_changed_one(tmp_path,
     assert [(c.lr, c.iterations) for c in calls] == [(0.02, 3), (0.01, 4)]
 
 
+def test_train_or_load_goes_on_from_the_checkpoint_of_an_interrupted_run(tmp_path, monkeypatch):
+    whole, _ = train(tiny(tmp_path / "whole"))
+    log = training._log
+
+    def interrupt_after_3(out, record):  # the process dies after the checkpoint at iteration 3
+        log(out, record)
+        if record["iteration"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_log", interrupt_after_3)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_or_load(tiny(tmp_path / "resumed"))
+    monkeypatch.setattr(training, "_log", log)
+    started = []
+    monkeypatch.setattr(training, "start_run_folder", lambda config, resume: started.append(resume) or
+                        os.makedirs(config.out, exist_ok=True))
+    resumed, _ = training.train_or_load(tiny(tmp_path / "resumed"))
+    assert started == [True]
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def test_train_or_load_reads_a_field_missing_from_an_older_checkpoint_as_its_default(tmp_path, monkeypatch):
     training.train_or_load(tiny(tmp_path, iterations=3))
     state = io.load(tmp_path / "checkpoint.npz")
@@ -119,9 +141,9 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeyp
     loss_of = training.segmentation_loss
     calls = []
 
-    def nan_at_5(model, images, labels, loss_on):
+    def nan_at_5(*arguments):
         calls.append(1)
-        loss = loss_of(model, images, labels, loss_on)
+        loss = loss_of(*arguments)
         return loss * float("nan") if len(calls) == 5 else loss
 
     monkeypatch.setattr(training, "segmentation_loss", nan_at_5)
