@@ -38,9 +38,9 @@ tells apart. Each image is a water scene (a blue-to-cyan field with horizontal r
 grey field with dashed white or yellow lane lines), and two more classes share one look: a capsule with a
 gradient texture in any hue, labelled ``boat`` (7) on water and ``car`` (8) on a road (2 object draws in
 8 are one). Nothing inside a capsule says which it is, and a large one can cover most of the image, so its
-middle pixels need the whole image's context: what v3's image pooling gives every pixel. Use it at
-161×161 (its statistics ``SCENES_MEAN``/``SCENES_STD`` were measured there) or larger, where objects and
-the papers' geometry have room (see the book's chapter 0).
+middle pixels need the whole image's context: what v3's image pooling gives every pixel. Use it at 129
+pixels or more, where objects and the papers' geometry have room: the book's experiments train on it at
+129×129 (``book/experiments.py``); its statistics ``SCENES_MEAN``/``SCENES_STD`` were measured at 161×161.
 
 Items are ``(image, label)``: image float32 ``(3, H, W)`` in [0, 1] (channels first, the layout the
 models take), label int64 ``(H, W)``. The label is 255 (``IGNORE_INDEX``) only if ``ignore_boundary=w``
