@@ -202,10 +202,10 @@ def verdict(result):
     return "helps" if result["difference"] > 0 else "hurts"
 
 
-def ablation_rows(seeds=SEEDS, device="cpu"):
+def ablation_rows(seeds=SEEDS, device="cpu", ablations=ABLATIONS):
     """One Markdown-ready row per ablation: ours (mean ± std over seeds, in mIoU %) beside the paper's."""
     rows = []
-    for ablation in ABLATIONS:
+    for ablation in ablations:
         r = compare(ablation, seeds, device)
         paper_b, paper_v = ablation.paper_miou
         rows.append((ablation.idea, f"{100 * r['baseline_mean']:.1f} ± {100 * r['baseline_std']:.1f}",
