@@ -46,6 +46,18 @@ def test_the_book_has_chapters():
     assert len(set(name[:2] for name in names)) == len(names), f"two chapters share a number: {names}"
 
 
+def test_build_selects_chapters_and_their_solutions_by_number_or_name():
+    chapter = next(path for path in CHAPTERS if (build.SOLUTIONS / path.name).exists())
+    solution = build.SOLUTIONS / chapter.name
+    number = str(int(chapter.name[:2]))
+    assert build.notebooks([number]) == [chapter]
+    assert build.notebooks([f"solutions/{chapter.name[:2]}", chapter.name]) == [solution, chapter]
+    assert build.notebooks([number], solutions_only=True) == build.solutions([chapter.stem]) == [solution]
+    assert build.notebooks() == CHAPTERS + SOLUTIONS
+    with pytest.raises(SystemExit, match="no solutions notebook '99'"):
+        build.notebooks(["solutions/99"])
+
+
 def _runs_in_fast_mode(notebook, seconds_allowed, tmp_path):
     copy = tmp_path / notebook.name
     shutil.copyfile(notebook, copy)
