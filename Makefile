@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/cudasim
 
-# Re-execute every chapter of the book in place (normal mode), saving the outputs into book/*.ipynb.
+# Re-execute every chapter of the book and its exercise solutions in place (normal mode), saving the outputs.
 book: $(STAMP)
 	$(BIN)/python book/build.py
 

@@ -1,18 +1,26 @@
-"""Execute the book's chapters top to bottom with nbclient, saving their outputs in place.
+"""Execute the book's chapters and their exercise solutions top to bottom with nbclient, saving their outputs in place.
 
-    python book/build.py                  # every chapter, normal mode, outputs written into book/*.ipynb
+    python book/build.py                  # every chapter, then every solutions notebook, normal mode, in place
     python book/build.py 01 3             # a subset: chapter numbers or file names
+    python book/build.py solutions/03     # the worked solutions of chapter 3's exercises (book/solutions/03_*.ipynb)
+    python book/build.py --solutions 1 2  # the same by chapter number; --solutions alone: every solutions notebook
     python book/build.py --fast           # fast mode (MINIDL_BOOK_FAST=1): run only, nothing written
-    python book/build.py --fast --out /tmp/book   # fast mode, executed copies written to /tmp/book
+    python book/build.py --fast --out /tmp/book   # fast mode, copies written to /tmp/book and /tmp/book/solutions
 
 The committed notebooks carry the outputs of a normal-mode run, so a fast run
 never writes over them: with ``--fast`` the chapters are only executed (and a
 failing cell is reported) unless ``--out`` names a folder for the copies.
 
-Each chapter runs in a fresh kernel of *this* Python interpreter (a kernelspec
+Chapter N's exercises have their worked solutions in ``book/solutions/``, in a
+notebook of the chapter's own file name; ``solutions()`` finds them as
+``chapters()`` finds the chapters (see book/README.md, "Exercises and solutions").
+
+Each notebook runs in a fresh kernel of *this* Python interpreter (a kernelspec
 written to a temporary folder, so no installed kernel is needed and none is
-picked up by mistake), with a scratch folder as its working directory.
-``tests/test_book.py`` uses ``execute`` from here to run every chapter in fast mode.
+picked up by mistake), with a scratch folder as its working directory and this
+checkout's root first on the kernel's PYTHONPATH, so that ``import minidl``
+(and ``reference``) reads the code beside the book, whichever copy is installed.
+``tests/test_book.py`` uses ``execute`` from here to run every notebook in fast mode.
 """
 import argparse
 import contextlib
@@ -24,6 +32,8 @@ import time
 from pathlib import Path
 
 BOOK = Path(__file__).resolve().parent
+SOLUTIONS = BOOK / "solutions"
+SOLUTIONS_PREFIX = "solutions/"  # a selection item "solutions/03" names chapter 3's solutions notebook
 FAST_VARIABLE = "MINIDL_BOOK_FAST"
 RUNS_VARIABLE = "MINIDL_BOOK_RUNS"
 KERNEL_NAME = "minidl-book"
@@ -34,7 +44,35 @@ def chapters(selection=()):
 
     A selection item is a number (``3``, ``03``), a file name (``03_atrous_convolution.ipynb``) or a path.
     """
-    every = sorted(p for p in BOOK.glob("[0-9][0-9]_*.ipynb"))
+    return _select(sorted(BOOK.glob("[0-9][0-9]_*.ipynb")), selection, "chapter", BOOK)
+
+
+def solutions(selection=()):
+    """The exercise solutions (``solutions/NN_name.ipynb``, named as their chapter), or those ``selection`` names.
+
+    A selection item names the chapter as for ``chapters``: ``3``, ``03`` or ``03_atrous_convolution.ipynb``.
+    """
+    return _select(sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")), selection, "solutions notebook", SOLUTIONS)
+
+
+def notebooks(selection=(), solutions_only=False):
+    """The notebooks a command line names: chapters, and solutions as ``solutions/NN`` items.
+
+    No selection means every chapter and then every solutions notebook (only the
+    solutions with ``solutions_only``, which also reads plain items as chapters whose solutions are meant).
+    """
+    if not selection:
+        return solutions() if solutions_only else chapters() + solutions()
+    chosen = []
+    for item in selection:
+        is_solution = solutions_only or item.startswith(SOLUTIONS_PREFIX)
+        name = item[len(SOLUTIONS_PREFIX):] if item.startswith(SOLUTIONS_PREFIX) else item
+        found = solutions([name]) if is_solution else chapters([name])
+        chosen += [p for p in found if p not in chosen]
+    return chosen
+
+
+def _select(every, selection, kind, folder):
     if not selection:
         return every
     chosen = []
@@ -46,7 +84,7 @@ def chapters(selection=()):
             found = [p for p in every if p.name in (name, name + ".ipynb")]
         if not found:
             listing = ", ".join(p.name for p in every) or "none"
-            raise SystemExit(f"build.py: no chapter {item!r} in {BOOK}; chapters: {listing}")
+            raise SystemExit(f"build.py: no {kind} {item!r} in {folder}; there are: {listing}")
         chosen += [p for p in found if p not in chosen]
     return chosen
 
@@ -69,6 +107,8 @@ def this_python_kernel(fast):
         }))
         changes = {"JUPYTER_PATH": os.pathsep.join(filter(None, [data_dir, os.environ.get("JUPYTER_PATH")])),
                    "JUPYTER_RUNTIME_DIR": str(Path(data_dir, "runtime")),
+                   # the checkout's own minidl and reference, before any installed copy
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(BOOK.parent), os.environ.get("PYTHONPATH")])),
                    FAST_VARIABLE: "1" if fast else "0",
                    # where chapters keep the models they train, for later chapters and re-runs to load;
                    # fast-mode models are throwaway, so they never replace the normal-mode ones
@@ -129,7 +169,11 @@ def _write(notebook, output, fast, seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("chapters", nargs="*", help="chapter numbers or file names (default: all)")
+    parser.add_argument("chapters", nargs="*",
+                        help="chapter numbers or file names; solutions/NN for chapter NN's worked exercise solutions "
+                             "(default: every chapter, then every solutions notebook)")
+    parser.add_argument("--solutions", action="store_true",
+                        help="run the solutions notebooks of the chapters named (default: of every chapter)")
     parser.add_argument("--fast", action="store_true",
                         help=f"fast mode ({FAST_VARIABLE}=1): smaller sizes and fewer iterations; writes nothing "
                              "unless --out is given")
@@ -138,26 +182,27 @@ def main(argv=None):
                         help="seconds one cell may run (default: no limit)")
     args = parser.parse_args(argv)
 
-    selected = chapters(args.chapters)
+    selected = notebooks(args.chapters, solutions_only=args.solutions)
     if not selected:
-        raise SystemExit(f"build.py: no chapters (NN_name.ipynb) in {BOOK}")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
+        raise SystemExit(f"build.py: no notebooks (NN_name.ipynb) in {SOLUTIONS if args.solutions else BOOK}")
     mode = "fast" if args.fast else "normal"
     failures = []
     for path in selected:
-        target = args.out / path.name if args.out is not None else (None if args.fast else path)
+        name = path.relative_to(BOOK)  # solutions/NN_name.ipynb keeps its folder: it shares its chapter's file name
+        target = args.out / name if args.out is not None else (None if args.fast else path)
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
         try:
             seconds = execute(path, fast=args.fast, timeout=args.timeout, output=target)
         except Exception as error:  # report and go on with the other chapters
-            print(f"{path.name} ({mode} mode): FAILED", flush=True)
+            print(f"{name} ({mode} mode): FAILED", flush=True)
             print(error, file=sys.stderr, flush=True)
-            failures.append(path.name)
+            failures.append(str(name))
             continue
         written = f", written to {target}" if target is not None else ", not written (fast mode)"
-        print(f"{path.name} ({mode} mode): {seconds:.1f} s{written}", flush=True)
+        print(f"{name} ({mode} mode): {seconds:.1f} s{written}", flush=True)
     if failures:
-        raise SystemExit(f"build.py: {len(failures)} chapter(s) failed: {', '.join(failures)}")
+        raise SystemExit(f"build.py: {len(failures)} notebook(s) failed: {', '.join(failures)}")
 
 
 if __name__ == "__main__":

@@ -304,6 +304,8 @@ def train(config, resume=False):
         scheduler.step()
         done = iteration + 1
         pending.append((done, loss.detach(), lr, round(time.perf_counter() - clock, 3)))
+        # the graph holds every activation of the step; let it go now, not when the next forward has made its own
+        del loss
         evaluating, saving = due(done, config.eval_every, config.iterations), due(done, config.checkpoint_every,
                                                                                    config.iterations)
         if not (evaluating or saving or due(done, config.log_every, config.iterations)):

@@ -321,3 +321,21 @@ def test_multi_scale_inputs_are_named_when_wrong_and_refused_by_the_twin():
 
     with pytest.raises(ValueError, match="--train-scales 1.0,0.5"):
         reference.train.train(TrainConfig(train_scales=(1, 0.5)))
+
+
+def test_a_step_lets_go_of_its_graph_before_the_next_forward(tmp_path, monkeypatch):
+    """The last step's activations (held by its loss's graph) are freed before the next step makes its own:
+    otherwise a step's peak memory holds two steps' activations."""
+    import weakref
+
+    loss_of, graphs, alive = training.segmentation_loss, [], []
+
+    def recording(*arguments):
+        alive.append(sum(graph() is not None for graph in graphs))
+        loss = loss_of(*arguments)
+        graphs.append(weakref.ref(loss.grad_fn))
+        return loss
+
+    monkeypatch.setattr(training, "segmentation_loss", recording)
+    train(tiny(tmp_path, iterations=4, log_every=10))
+    assert len(graphs) == 4 and alive == [0, 0, 0, 0]
