@@ -128,12 +128,19 @@ def _stacked(count, centre):
     return [centre + (count - 1) / 2 - i for i in range(count)]
 
 
+def backbone_name(model):
+    """The name the backbone was built by ('resnet101', 'xception65', ...), else its class's name."""
+    built_by = getattr(model, "make_backbone", None)
+    arguments = getattr(built_by, "args", ())  # the factories' functools.partial(build_backbone, name, ...)
+    return arguments[0] if arguments and isinstance(arguments[0], str) else type(model.backbone).__name__
+
+
 def _input_and_backbone(model, image_size, out, row=0):
     """The image and the backbone boxes; the backbone's box ends with its final features and their output stride."""
     channels, height, width, stride = out
     weights = sum(p.numel() for p in model.backbone.parameters())
     boxes = [Box("image", f"image\n{model.in_channels}×{image_size}×{image_size}", 0, row, "data"),
-             Box("backbone", f"{type(model.backbone).__name__}\n{weights / 1e6:.2f} M weights\n"
+             Box("backbone", f"{backbone_name(model)}\n{weights / 1e6:.2f} M weights\n"
                  f"{shape_text(channels, height, width)}\n(OS {stride})", 1, row, "backbone")]
     return boxes, [("image", "backbone")]
 

@@ -54,6 +54,7 @@ def test_v2_diagram_of_the_papers_resnet101():
     n = side(129, 8)  # 17: rates 18 and 24 reach past the map, 6 and 12 do not
     d = diagrams.deeplabv2_diagram(model, 129)
     assert_drawn(d)
+    assert d.boxes["backbone"].startswith("resnet101\n")
     assert f"→ 2048×{n}×{n}\n(OS 8)" in d.boxes["backbone"]
     for i, rate in enumerate((6, 12, 18, 24)):
         text = d.boxes[f"branch {i}"]
@@ -84,6 +85,7 @@ def test_v3plus_diagram_of_the_papers_xception65():
     n, low = side(129, 16), side(129, 4)
     d = diagrams.deeplabv3plus_diagram(model, 129)
     assert_drawn(d)
+    assert d.boxes["backbone"].startswith("xception65\n")
     assert f"→ 2048×{n}×{n}\n(OS 16)" in d.boxes["backbone"]
     assert d.boxes["branch 1"].startswith("3×3 separable, rate 6\n2048→256 ch")
     assert d.boxes["encoder upsample"] == f"bilinear upsampling\n{n}×{n} → {low}×{low}\n→ 256×{low}×{low}"
