@@ -53,7 +53,8 @@ def chapters(selection=()):
 
 @contextlib.contextmanager
 def this_python_kernel(fast):
-    """A kernelspec for sys.executable in a temporary JUPYTER_PATH, and the fast-mode switch, for a ``with`` block.
+    """A kernelspec for sys.executable in a temporary JUPYTER_PATH, the fast-mode switch and this repository on
+    PYTHONPATH, for a ``with`` block.
 
     Kernels inherit this process's environment, so setting the variables here
     reaches them; all are put back afterwards. The kernels' connection files go
@@ -68,6 +69,9 @@ def this_python_kernel(fast):
             "language": "python",
         }))
         changes = {"JUPYTER_PATH": os.pathsep.join(filter(None, [data_dir, os.environ.get("JUPYTER_PATH")])),
+                   # the kernel imports minidl (and book/'s helper modules) from this repository, whatever
+                   # else is installed: a relative PYTHONPATH such as "." would mean the kernel's scratch folder
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(BOOK.parent), os.environ.get("PYTHONPATH")])),
                    "JUPYTER_RUNTIME_DIR": str(Path(data_dir, "runtime")),
                    FAST_VARIABLE: "1" if fast else "0",
                    # where chapters keep the models they train, for later chapters and re-runs to load;

@@ -1,0 +1,81 @@
+"""Figures of the book whose drawing code is longer than what a chapter should show inline.
+
+Each function draws what a chapter has already computed; the measurement stays in
+the chapter, beside the text that explains it, and only the matplotlib calls
+live here. A chapter imports this module as ``from book import plots`` with the
+repository's root on ``sys.path``.
+"""
+from matplotlib.patches import Rectangle
+
+import minidl
+
+
+def draw_graph(order, leaf_names, ax):
+    """The recorded graph of chapter 1: ``order`` is ``_topological_order`` of the output's node.
+
+    Operations are placed in columns by their distance from the output and
+    numbered in the order ``backward()`` visits them; leaves (tensors without
+    a node) sit above, labelled with ``leaf_names`` (id(tensor) → name, else
+    'input') and their shape.
+    """
+    depth = {order[0]: 0}
+    edges = []
+    for node in order:
+        for parent in node.inputs:
+            if parent is None:
+                continue
+            source = parent.grad_fn if parent.grad_fn is not None else parent
+            depth[source] = max(depth.get(source, 0), depth[node] + 1)
+            edges.append((source, node))
+    columns = max(depth.values())
+    placed = {}
+    for level in range(columns + 1):
+        ops = [item for item in depth if depth[item] == level and not isinstance(item, minidl.Tensor)]
+        leaves = [item for item in depth if depth[item] == level and isinstance(item, minidl.Tensor)]
+        placed.update({item: (columns - level, -1.1 * k) for k, item in enumerate(ops)})
+        placed.update({item: (columns - level, 1.2 + 1.1 * k) for k, item in enumerate(leaves)})
+    for source, target in edges:
+        ax.annotate("", xy=placed[target], xytext=placed[source],
+                    arrowprops=dict(arrowstyle="->", color="gray", shrinkA=20, shrinkB=20))
+    for item, (px, py) in placed.items():
+        if isinstance(item, minidl.Tensor):
+            text, colour = f"{leaf_names.get(id(item), 'input')}\n{item.shape}", "#d8ecd8"
+        else:
+            text, colour = f"{order.index(item) + 1}. {item.function.__name__}", "#dde6f5"
+        ax.text(px, py, text, ha="center", va="center", fontsize=10,
+                bbox=dict(boxstyle="round,pad=0.4", fc=colour, ec="gray"))
+    ax.set_xlim(-0.7, columns + 0.7)
+    ax.set_ylim(min(y for _, y in placed.values()) - 1, max(y for _, y in placed.values()) + 1)
+    ax.axis("off")
+
+
+def receptive_field_grid(axes, support, erf, fields, mass_sides, trials):
+    """Chapter 3's receptive fields: per stack (a column of ``axes``), the gradient support and the ERF.
+
+    ``support`` and ``erf`` map each stack's name to a gradient image (the ERF
+    averaged over ``trials`` random networks); ``fields`` to its receptive
+    field from the recursion (drawn dashed red on both); ``mass_sides`` to
+    {fraction: side of the centred square holding that fraction of the ERF's
+    mass}, outlined on the ERF.
+    """
+    for column, name in enumerate(support):
+        field, side_of_image = fields[name], support[name].shape[0]
+        top, bottom = axes[0, column], axes[1, column]
+        top.imshow(support[name] > 0, cmap="Blues", vmin=0, vmax=1.3)
+        top.set_title(f"{name}: gradient support = RF, {field}×{field}")
+        bottom.imshow(erf[name], cmap="magma")
+        for (fraction, side), colour in zip(mass_sides[name].items(), ("w", "c")):
+            bottom.add_patch(centred_square(side_of_image, side, ec=colour, lw=1.2,
+                                            label=f"{fraction:.0%} of mass: {side}×{side}"))
+        bottom.legend(loc="lower left", fontsize=8)
+        bottom.set_title(f"{name}: ERF (mean of {trials} random nets)")
+        for ax in (top, bottom):
+            ax.add_patch(centred_square(side_of_image, field, ec="tab:red", ls="--", lw=1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+
+def centred_square(image_side, side, **style):
+    """An unfilled square of ``side`` pixels centred on an image_side² image, as imshow places pixels."""
+    corner = image_side // 2 - side / 2
+    return Rectangle((corner, corner), side, side, fill=False, **style)
