@@ -14,7 +14,7 @@ model.
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
-from matplotlib.patches import FancyBboxPatch
+from matplotlib.patches import FancyBboxPatch, Patch
 
 import minidl
 from minidl import nn
@@ -23,8 +23,10 @@ from minidl.models.summary import output_stride
 
 BOX_WIDTH, BOX_HEIGHT, COLUMN, ROW = 2.2, 1.05, 2.5, 1.2  # in grid units
 INCHES = 0.66  # figure inches per grid unit (v3+ is ten columns, 16 inches, wide)
-COLOURS = {"data": "#e8e8e8", "backbone": "#c6dbef", "atrous": "#fdd0a2", "conv": "#c7e9c0", "merge": "#f2f0f7",
-           "resize": "#fff7bc"}
+# each kind of box: its colour and its name in the legend
+KINDS = {"data": ("#e8e8e8", "image"), "backbone": ("#c6dbef", "backbone"), "atrous": ("#fdd0a2", "atrous 3×3 conv"),
+         "conv": ("#c7e9c0", "other conv"), "merge": ("#f2f0f7", "sum or concatenation"),
+         "resize": ("#fff7bc", "bilinear resizing")}
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def draw(boxes, arrows, title):
     columns, rows = [b.column for b in boxes], [b.row for b in boxes]
     left, right = min(columns) * COLUMN - BOX_WIDTH / 2 - 0.1, max(columns) * COLUMN + BOX_WIDTH / 2 + 0.1
     bottom, top = min(rows) * ROW - BOX_HEIGHT / 2 - 0.1, max(rows) * ROW + BOX_HEIGHT / 2 + 0.1
-    fig, ax = plt.subplots(figsize=((right - left) * INCHES, (top - bottom) * INCHES + 0.4))
+    fig, ax = plt.subplots(figsize=((right - left) * INCHES, (top - bottom) * INCHES + 0.7))
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
     ax.set_axis_off()
@@ -107,7 +109,7 @@ def draw(boxes, arrows, title):
     for b in boxes:
         x, y = where[b.key]
         ax.add_patch(FancyBboxPatch((x - BOX_WIDTH / 2, y - BOX_HEIGHT / 2), BOX_WIDTH, BOX_HEIGHT,
-                                    boxstyle="round,pad=0.02", facecolor=COLOURS[b.kind], edgecolor="#444444"))
+                                    boxstyle="round,pad=0.02", facecolor=KINDS[b.kind][0], edgecolor="#444444"))
         ax.text(x, y, b.text, ha="center", va="center", fontsize=6)
     for source, target in arrows:
         (x0, y0), (x1, y1) = where[source], where[target]
@@ -116,6 +118,9 @@ def draw(boxes, arrows, title):
         else:  # straight down into the box below
             start, end = (x0, y0 - BOX_HEIGHT / 2), (x1, y1 + BOX_HEIGHT / 2)
         ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color="#444444", lw=0.9))
+    shown = [kind for kind in KINDS if any(b.kind == kind for b in boxes)]
+    ax.legend(handles=[Patch(facecolor=KINDS[kind][0], edgecolor="#444444", label=KINDS[kind][1]) for kind in shown],
+              loc="upper center", bbox_to_anchor=(0.5, 0), ncol=len(shown), fontsize=7, frameon=False)
     return fig
 
 
