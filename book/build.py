@@ -111,8 +111,6 @@ def this_python_kernel(fast):
                    # else is installed: a relative PYTHONPATH such as "." would mean the kernel's scratch folder
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(BOOK.parent), os.environ.get("PYTHONPATH")])),
                    "JUPYTER_RUNTIME_DIR": str(Path(data_dir, "runtime")),
-                   # the checkout's own minidl and reference, before any installed copy
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(BOOK.parent), os.environ.get("PYTHONPATH")])),
                    FAST_VARIABLE: "1" if fast else "0",
                    # where chapters keep the models they train, for later chapters and re-runs to load;
                    # fast-mode models are throwaway, so they never replace the normal-mode ones
