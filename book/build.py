@@ -91,7 +91,8 @@ def _select(every, selection, kind, folder):
 
 @contextlib.contextmanager
 def this_python_kernel(fast):
-    """A kernelspec for sys.executable in a temporary JUPYTER_PATH, and the fast-mode switch, for a ``with`` block.
+    """A kernelspec for sys.executable in a temporary JUPYTER_PATH, the fast-mode switch and this repository on
+    PYTHONPATH, for a ``with`` block.
 
     Kernels inherit this process's environment, so setting the variables here
     reaches them; all are put back afterwards. The kernels' connection files go
@@ -106,9 +107,10 @@ def this_python_kernel(fast):
             "language": "python",
         }))
         changes = {"JUPYTER_PATH": os.pathsep.join(filter(None, [data_dir, os.environ.get("JUPYTER_PATH")])),
-                   "JUPYTER_RUNTIME_DIR": str(Path(data_dir, "runtime")),
-                   # the checkout's own minidl and reference, before any installed copy
+                   # the kernel imports minidl (and book/'s helper modules) from this repository, whatever
+                   # else is installed: a relative PYTHONPATH such as "." would mean the kernel's scratch folder
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(BOOK.parent), os.environ.get("PYTHONPATH")])),
+                   "JUPYTER_RUNTIME_DIR": str(Path(data_dir, "runtime")),
                    FAST_VARIABLE: "1" if fast else "0",
                    # where chapters keep the models they train, for later chapters and re-runs to load;
                    # fast-mode models are throwaway, so they never replace the normal-mode ones
