@@ -86,9 +86,9 @@ RUNS_SETTINGS = {
 
 
 def config(name, seed=0, device="cpu"):
-    """The ``TrainConfig`` of run ``name`` with ``seed``; it lives in ``RUNS/name/seed<k>``."""
+    """The ``TrainConfig`` of run ``name`` with ``seed``; it lives in ``RUNS/seed<k>/name``."""
     return TrainConfig(**{**RECIPE, **RUNS_SETTINGS[name]}, seed=seed, device=device,
-                       out=str(RUNS / name / f"seed{seed}"))
+                       out=str(RUNS / f"seed{seed}" / name))
 
 
 # ---------------------------------------------------------------- evaluation settings
