@@ -30,20 +30,25 @@ def test_short_training_lowers_the_loss(tmp_path):
         assert os.path.exists(tmp_path / name)
 
 
-@pytest.mark.parametrize("model", ["deeplabv2", "deeplabv3", "deeplabv3plus"])
-def test_resume_continues_exactly(tmp_path, monkeypatch, model, device):
-    whole, _ = train(tiny(tmp_path / "whole", model=model, device=device))
+def die_after_checkpoint_3(monkeypatch, run):
+    """``run()`` as a process that dies right after the checkpoint at iteration 3; then the log is put back."""
     log = training._log
 
-    def interrupt_after_3(out, record):  # the process dies after the checkpoint at iteration 3
+    def dying(out, record):
         log(out, record)
         if record["iteration"] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_log", interrupt_after_3)
+    monkeypatch.setattr(training, "_log", dying)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path / "resumed", model=model, device=device))
+        run()
     monkeypatch.setattr(training, "_log", log)
+
+
+@pytest.mark.parametrize("model", ["deeplabv2", "deeplabv3", "deeplabv3plus"])
+def test_resume_continues_exactly(tmp_path, monkeypatch, model, device):
+    whole, _ = train(tiny(tmp_path / "whole", model=model, device=device))
+    die_after_checkpoint_3(monkeypatch, lambda: train(tiny(tmp_path / "resumed", model=model, device=device)))
     resumed, _ = train(tiny(tmp_path / "resumed", model=model, device=device), resume=True)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
@@ -76,17 +81,7 @@ def test_train_or_load_loads_a_finished_run_and_retrains_a_changed_one(tmp_path,
 
 def test_train_or_load_goes_on_from_the_checkpoint_of_an_interrupted_run(tmp_path, monkeypatch):
     whole, _ = train(tiny(tmp_path / "whole"))
-    log = training._log
-
-    def interrupt_after_3(out, record):  # the process dies after the checkpoint at iteration 3
-        log(out, record)
-        if record["iteration"] == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "_log", interrupt_after_3)
-    with pytest.raises(KeyboardInterrupt):
-        training.train_or_load(tiny(tmp_path / "resumed"))
-    monkeypatch.setattr(training, "_log", log)
+    die_after_checkpoint_3(monkeypatch, lambda: training.train_or_load(tiny(tmp_path / "resumed")))
     started = []
     monkeypatch.setattr(training, "start_run_folder", lambda config, resume: started.append(resume) or
                         os.makedirs(config.out, exist_ok=True))
