@@ -5,6 +5,8 @@ the chapter, beside the text that explains it, and only the matplotlib calls
 live here. A chapter imports this module as ``from book import plots`` with the
 repository's root on ``sys.path``.
 """
+from matplotlib.patches import Rectangle
+
 import minidl
 
 
@@ -46,3 +48,34 @@ def draw_graph(order, leaf_names, ax):
     ax.set_ylim(min(y for _, y in placed.values()) - 1, max(y for _, y in placed.values()) + 1)
     ax.axis("off")
 
+
+def receptive_field_grid(axes, support, erf, fields, mass_sides, trials):
+    """Chapter 3's receptive fields: per stack (a column of ``axes``), the gradient support and the ERF.
+
+    ``support`` and ``erf`` map each stack's name to a gradient image (the ERF
+    averaged over ``trials`` random networks); ``fields`` to its receptive
+    field from the recursion (drawn dashed red on both); ``mass_sides`` to
+    {fraction: side of the centred square holding that fraction of the ERF's
+    mass}, outlined on the ERF.
+    """
+    for column, name in enumerate(support):
+        field, side_of_image = fields[name], support[name].shape[0]
+        top, bottom = axes[0, column], axes[1, column]
+        top.imshow(support[name] > 0, cmap="Blues", vmin=0, vmax=1.3)
+        top.set_title(f"{name}: gradient support = RF, {field}×{field}")
+        bottom.imshow(erf[name], cmap="magma")
+        for (fraction, side), colour in zip(mass_sides[name].items(), ("w", "c")):
+            bottom.add_patch(centred_square(side_of_image, side, ec=colour, lw=1.2,
+                                            label=f"{fraction:.0%} of mass: {side}×{side}"))
+        bottom.legend(loc="lower left", fontsize=8)
+        bottom.set_title(f"{name}: ERF (mean of {trials} random nets)")
+        for ax in (top, bottom):
+            ax.add_patch(centred_square(side_of_image, field, ec="tab:red", ls="--", lw=1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+
+def centred_square(image_side, side, **style):
+    """An unfilled square of ``side`` pixels centred on an image_side² image, as imshow places pixels."""
+    corner = image_side // 2 - side / 2
+    return Rectangle((corner, corner), side, side, fill=False, **style)

@@ -208,8 +208,26 @@ def _run_backward(root, grad, retain_graph):
                 grads[parent.grad_fn] = grads[parent.grad_fn] + g  # never in place: g may be shared
             else:
                 grads[parent.grad_fn] = g
-        if not retain_graph:
+        if not retain_graph:  # as PyTorch frees saved tensors: the activations go as soon as backward has used them
             node.ctx = None
+            node.inputs = tuple(_released(parent) for parent in node.inputs)
+
+
+class _Released:
+    """What a node keeps of an intermediate input once backward has used it: where it came from, not its values."""
+
+    __slots__ = ("grad_fn", "shape", "dtype")
+
+    def __init__(self, tensor):
+        self.grad_fn, self.shape, self.dtype = tensor.grad_fn, tensor.shape, tensor.dtype
+
+    def __repr__(self):
+        return f"<released input of shape {self.shape}, from {self.grad_fn}>"
+
+
+def _released(parent):
+    # leaves (parameters, inputs) are the user's and stay; an intermediate's array is let go
+    return parent if parent is None or parent.grad_fn is None else _Released(parent)
 
 
 # Non-leaf tensors that asked for ``retain_grad()`` (weakly), keyed by the node that made them.

@@ -270,3 +270,35 @@ def test_rng_state_round_trip_continues_the_same_numbers():
     minidl.randn(10)
     minidl.set_rng_state(state)
     np.testing.assert_array_equal(minidl.randn(4).numpy(), expected)
+
+
+def _node_names(tensor):
+    # every node reachable from tensor, each once, depth first
+    names, seen, stack = [], set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            names.append(node.name)
+            stack += [parent.grad_fn for parent in node.inputs if parent is not None and parent.grad_fn is not None]
+    return names
+
+
+@pytest.mark.parametrize("retain_graph", [False, True])
+def test_backward_lets_go_of_intermediate_values_unless_the_graph_is_retained(retain_graph):
+    """As PyTorch frees saved tensors: after backward the graph keeps its shape and its leaves, not the activations
+    (a loss kept for logging would otherwise hold every activation of the step)."""
+    import gc
+    import weakref
+
+    x = minidl.tensor(np.arange(3.0), requires_grad=True)
+    hidden = x * 2
+    activation = weakref.ref(hidden.data)
+    y = (hidden * hidden).sum()
+    del hidden
+    y.backward(retain_graph=retain_graph)
+    gc.collect()
+    assert (activation() is not None) == retain_graph
+    assert _node_names(y) == ["SumBackward", "MulBackward", "MulBackward"]
+    assert y.grad_fn.inputs[0].grad_fn.inputs[0].grad_fn.inputs[0] is x  # the leaf itself stays
+    np.testing.assert_array_equal(x.grad.numpy(), 8 * np.arange(3.0))
