@@ -5,6 +5,8 @@ the chapter, beside the text that explains it, and only the matplotlib calls
 live here. A chapter imports this module as ``from book import plots`` with the
 repository's root on ``sys.path``.
 """
+import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.patches import Rectangle
 
 import minidl
@@ -79,3 +81,53 @@ def centred_square(image_side, side, **style):
     """An unfilled square of ``side`` pixels centred on an image_side² image, as imshow places pixels."""
     corner = image_side // 2 - side / 2
     return Rectangle((corner, corner), side, side, fill=False, **style)
+
+
+def im2col_picture(axes, image, cols, dilation, picks):
+    """Chapter 2's im2col: ``image`` (H×W, each pixel its index) with the 3×3 windows, at ``dilation``, of the output
+    positions ``picks`` outlined (left), and ``cols`` with those windows' columns outlined in the same colours (right).
+    """
+    size, h_out = image.shape[0], image.shape[0] - 2 * dilation
+    left, right = axes
+    left.imshow(image, cmap="Greys", alpha=0.25)
+    for (py, px), value in np.ndenumerate(image):
+        left.text(px, py, int(value), ha="center", va="center", fontsize=8)
+    right.imshow(cols, cmap="Greys", alpha=0.25, aspect="auto")
+    for (row, column), value in np.ndenumerate(cols):
+        right.text(column, row, int(value), ha="center", va="center", fontsize=8)
+    for (oy, ox), colour in zip(picks, ("tab:red", "tab:blue")):
+        for i in range(3):
+            for j in range(3):
+                left.add_patch(Rectangle((ox + j * dilation - 0.5, oy + i * dilation - 0.5), 1, 1,
+                                         fill=False, ec=colour, lw=2))
+        column = oy * h_out + ox
+        right.add_patch(Rectangle((column - 0.5, -0.5), 1, 9, fill=False, ec=colour, lw=2.5))
+        right.text(column, 9.1, f"out{(oy, ox)}", ha="center", va="top", color=colour, fontsize=8)
+    left.set_title(f"input {size}×{size} (pixel = its index), 3×3 kernel, dilation {dilation}")
+    right.set_title(f"cols = im2col(input): {cols.shape[0]} taps × {cols.shape[1]} output positions")
+    right.set_xticks(range(cols.shape[1]))
+    right.set_yticks(range(9), [f"tap {divmod(r, 3)}" for r in range(9)], fontsize=8)
+    left.set_xticks([])
+    left.set_yticks([])
+
+
+def separable_cost(widths, marker_widths, measured):
+    """Chapter 8's cost of a separable k×k convolution against a dense one: the formula 1/C_out + 1/k² over ``widths``
+    for k = 3, 5, 7, its limit 1/k² dotted, and ``measured`` {(k, C_in): ratios at ``marker_widths``} as markers."""
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for k, colour in ((3, "tab:blue"), (5, "tab:orange"), (7, "tab:green")):
+        ax.plot(widths, 1 / widths + 1 / k**2, color=colour, label=f"{k}×{k}: 1/C_out + 1/{k * k}")
+        ax.axhline(1 / k**2, color=colour, ls=":", lw=1)
+        for ci, marker in ((16, "o"), (64, "x")):
+            ax.plot(marker_widths, measured[k, ci], marker, color=colour, ms=7, mfc="none",
+                    label=f"{k}×{k}, summary, C_in = {ci}" if k == 3 else None)
+    for width, text in ((256, "v3+ ASPP / decoder: 256"), (728, "Xception middle flow: 728")):
+        ax.axvline(width, color="gray", lw=0.8, ls="--")
+        ax.text(width * 1.08, 0.97, text, rotation=90, color="gray", fontsize=9, va="top",
+                transform=ax.get_xaxis_transform())
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="output channels C_out", ylabel="separable MACs ÷ dense MACs (= weights ratio)",
+           title="Cost of a separable convolution relative to a dense one (dotted: the limit 1/k²)")
+    ax.legend(fontsize=9, loc="lower left")
+    plt.show()
