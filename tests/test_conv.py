@@ -443,6 +443,7 @@ def test_auto_takes_winograd_where_it_pays():
     assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), padding=2, dilation=2) == "WinogradConvolution"
     assert _algorithm_of((2, 4, 17, 17), (64, 4, 3, 3), padding=1) == "Convolution"  # few input channels
     assert _algorithm_of((2, 64, 33, 33), (64, 64, 3, 3), padding=24, dilation=24) == "Convolution"  # wasted tiles
+    assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), padding=6, dilation=6) == "Convolution"  # phases of ~3×3
     assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), stride=2, padding=1) == "Convolution"  # stride 2
 
 
