@@ -112,13 +112,15 @@ def evaluation(name, setting, seed, device="cpu"):
     cache = Path(run.out) / "evaluations.json"
     done = json.loads(cache.read_text()) if cache.exists() else {}
     if setting not in done:
-        model, _ = train_or_load(run)
-        change, options = EVALUATIONS[setting]
-        model = (change(model) if change else model).eval()
-        _, val_set, stats = build_datasets(run)
-        if options.get("crf"):
-            options = {**options, "crf_options": crf_options_for(run.image_size, run.image_size)}
-        done[setting] = evaluate(model, val_set, stats, device=device, **options)["miou"]
+        model, metrics = train_or_load(run)
+        done["single scale"] = metrics["miou"]  # train_or_load's own evaluation: no need to repeat it
+        if setting != "single scale":
+            change, options = EVALUATIONS[setting]
+            model = (change(model) if change else model).eval()
+            _, val_set, stats = build_datasets(run)
+            if options.get("crf"):
+                options = {**options, "crf_options": crf_options_for(run.image_size, run.image_size)}
+            done[setting] = evaluate(model, val_set, stats, device=device, **options)["miou"]
         cache.write_text(json.dumps(done, indent=1))
     return done[setting]
 
