@@ -217,6 +217,19 @@ def ablation_rows(seeds=SEEDS, device="cpu", ablations=ABLATIONS):
     return rows
 
 
+def trained_on(names=None, seeds=SEEDS):
+    """Which device trained the runs, read from each run's config.json (the committed outputs must say so)."""
+    names = names or runs_needed()
+    devices = {}
+    for seed in seeds:
+        for name in names:
+            saved = Path(config(name, seed).out) / "config.json"
+            device = json.loads(saved.read_text())["device"] if saved.exists() else "not trained yet"
+            devices.setdefault(device, []).append(f"{name}/seed{seed}")
+    return "Trained on " + "; ".join(f"**{device}**: {len(runs)} run{'s' * (len(runs) > 1)}"
+                                     for device, runs in devices.items()) + f" (seeds {', '.join(map(str, seeds))})."
+
+
 ABLATION_HEADER = ("idea", "without (ours)", "with (ours)", "change", "our verdict", "paper", "paper's source")
 
 

@@ -111,3 +111,13 @@ def test_evaluations_are_computed_once_and_reuse_the_runs_own_single_scale_score
     _, val_set, stats = experiments.build_datasets(experiments.config("v3"))
     assert os8 == evaluate(model.set_output_stride(8).eval(), val_set, stats)["miou"]
     assert np.isfinite(os8)
+
+
+def test_the_runs_say_which_device_trained_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    for seed, device in ((0, "cpu"), (1, "cuda")):
+        folder = Path(experiments.config("v3", seed).out)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(f'{{"device": "{device}"}}')
+    assert experiments.trained_on(["v3"], (0, 1)) == "Trained on **cpu**: 1 run; **cuda**: 1 run (seeds 0, 1)."
+    assert "**not trained yet**: 2 runs" in experiments.trained_on(["v3", "v2"], (2,))
