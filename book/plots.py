@@ -7,9 +7,11 @@ repository's root on ``sys.path``.
 """
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.patches import Rectangle
 
 import minidl
+from minidl.data import colorize
 
 
 def draw_graph(order, leaf_names, ax):
@@ -130,4 +132,96 @@ def separable_cost(widths, marker_widths, measured):
     ax.set(xlabel="output channels C_out", ylabel="separable MACs ÷ dense MACs (= weights ratio)",
            title="Cost of a separable convolution relative to a dense one (dotted: the limit 1/k²)")
     ax.legend(fontsize=9, loc="lower left")
+    plt.show()
+
+
+def _picture(array):
+    """What imshow should draw: a (H, W) label map in the class colours, a (3, H, W) image as (H, W, 3)."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        return colorize(array)
+    return array.transpose(1, 2, 0) if array.shape[0] == 3 else array
+
+
+def label_grid(rows, legend, title, panel_width=3.0, panel_height=3.3):
+    """Images, ground truths and predictions, one row per image: each row a list of (picture, caption) panels.
+
+    A picture is a label map (H, W), drawn in the class colours, or an image ((3, H, W) as the data sets give it,
+    or (H, W, 3)); ``legend`` holds the class patches.
+    """
+    columns = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(panel_width * columns, panel_height * len(rows)),
+                             layout="constrained", squeeze=False)
+    for row_axes, panels in zip(axes, rows):
+        for ax, (picture, caption) in zip(row_axes, panels):
+            ax.imshow(_picture(picture))
+            ax.set_title(caption, fontsize=10)
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.legend(handles=legend, loc="outside lower center", ncol=len(legend))
+    fig.suptitle(title)
+    plt.show()
+
+
+def aspp_taps(panels, output_stride=8):
+    """Chapter 4's ASPP-L taps: per panel (image as (3, H, W), rates), where each branch's 3×3 kernel reads for
+    the centre feature of the map at ``output_stride``, over the image (grey beyond it: padding)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6.4), layout="constrained")
+    for ax, (image, rates) in zip(np.atleast_1d(axes), panels):
+        side = image.shape[-1]
+        cells = -(-side // output_stride)
+        centre = (cells // 2) * output_stride  # the input pixel under the centre feature
+        ax.imshow(image.transpose(1, 2, 0), extent=(-0.5, side - 0.5, side - 0.5, -0.5))
+        ax.add_patch(Rectangle((-0.5, -0.5), side, side, fill=False, ec="k", lw=1.5))
+        for rate, colour in zip(rates, ("tab:green", "tab:blue", "tab:orange", "tab:red")):
+            step = rate * output_stride
+            ys, xs = np.meshgrid(centre + np.array([-1, 0, 1]) * step, centre + np.array([-1, 0, 1]) * step,
+                                 indexing="ij")
+            ax.scatter(xs.ravel(), ys.ravel(), s=60, marker="s", color=colour, ec="k", zorder=3,
+                       label=f"rate {rate}: taps {step} px apart")
+            ax.add_patch(Rectangle((centre - step, centre - step), 2 * step, 2 * step, fill=False, ec=colour,
+                                   ls="--", lw=1.2))
+        reach = max(rates) * output_stride + 12
+        ax.set_xlim(centre - reach, centre + reach)
+        ax.set_ylim(centre + reach, centre - reach)
+        ax.set(xlabel="x (input pixels)", ylabel="y (input pixels)",
+               title=f"{side}×{side} image, OS {output_stride}: {cells}×{cells} feature map")
+        ax.set_facecolor("0.92")
+        ax.legend(loc="lower left", fontsize=9)
+    fig.suptitle("Where the ASPP-L branches read, for the centre feature (grey: outside the image, i.e. padding)")
+    plt.show()
+
+
+def _outline(ax, label):
+    """The boundaries of a label map as white lines along the pixel edges between two classes."""
+    ys, xs = np.nonzero(label[:, 1:] != label[:, :-1])
+    segments = [[(x + 0.5, y - 0.5), (x + 0.5, y + 0.5)] for y, x in zip(ys, xs)]
+    ys, xs = np.nonzero(label[1:] != label[:-1])
+    segments += [[(x - 0.5, y + 0.5), (x + 0.5, y + 0.5)] for y, x in zip(ys, xs)]
+    ax.add_collection(LineCollection(segments, colors="white", linewidths=1.5), autolim=False)
+
+
+def boundary_zooms(rows, legend, zoom):
+    """Chapter 9's zooms: per row (image, label, (y, x) corner of the zoom × zoom window, title, [(prediction,
+    caption)]), the image with the window marked, then the window of the image, the ground truth and each
+    prediction, with the true boundaries drawn in white."""
+    fig, axes = plt.subplots(len(rows), 3 + len(rows[0][4]), figsize=(16, 3.4 * len(rows)), layout="constrained",
+                             squeeze=False)
+    for row_axes, (image, label, (y, x), title, predictions) in zip(axes, rows):
+        crop = np.s_[y:y + zoom, x:x + zoom]
+        row_axes[0].imshow(image.transpose(1, 2, 0))
+        row_axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), zoom, zoom, fill=False, ec="yellow", lw=2))
+        row_axes[0].set_title(title, fontsize=10)
+        panels = [(image.transpose(1, 2, 0)[crop], "zoomed image"), (colorize(label)[crop], "ground truth")]
+        panels += [(colorize(pred)[crop], caption) for pred, caption in predictions]
+        for ax, (picture, caption) in zip(row_axes[1:], panels):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(caption, fontsize=10)
+            _outline(ax, label[crop])
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.legend(handles=legend, loc="outside lower center", ncol=len(legend))
+    fig.suptitle(f"Single-scale predictions zoomed on boundaries ({zoom}×{zoom} windows; white: true boundary)")
     plt.show()
