@@ -204,6 +204,23 @@ def verdict(result):
     return "helps" if result["difference"] > 0 else "hurts"
 
 
+PAPER_NOISE = 0.5  # mIoU points: a paper's single-run difference smaller than this counts as "no change"
+
+
+def paper_verdict(ablation):
+    """What the paper's own row says: "helps", "hurts", or "no change" (a difference under PAPER_NOISE)."""
+    baseline, variant = ablation.paper_miou
+    if abs(variant - baseline) < PAPER_NOISE:
+        return "no change"
+    return "helps" if variant > baseline else "hurts"
+
+
+def agrees(result, ablation):
+    """Whether our verdict is the paper's (our "within the spread" matches the paper's "no change")."""
+    ours = verdict(result)
+    return ours == paper_verdict(ablation) or (ours == "within the spread" and paper_verdict(ablation) == "no change")
+
+
 def ablation_rows(seeds=SEEDS, device="cpu", ablations=ABLATIONS):
     """One Markdown-ready row per ablation: ours (mean ± std over seeds, in mIoU %) beside the paper's."""
     rows = []
@@ -213,7 +230,8 @@ def ablation_rows(seeds=SEEDS, device="cpu", ablations=ABLATIONS):
         rows.append((ablation.idea, f"{100 * r['baseline_mean']:.1f} ± {100 * r['baseline_std']:.1f}",
                      f"{100 * r['variant_mean']:.1f} ± {100 * r['variant_std']:.1f}",
                      f"{100 * r['difference']:+.1f}", verdict(r), f"{paper_b:.2f} → {paper_v:.2f} "
-                     f"({paper_v - paper_b:+.2f})", ablation.paper + (f"; {ablation.note}" if ablation.note else "")))
+                     f"({paper_v - paper_b:+.2f})", "yes" if agrees(r, ablation) else "**no**",
+                     ablation.paper + (f"; {ablation.note}" if ablation.note else "")))
     return rows
 
 
@@ -230,7 +248,8 @@ def trained_on(names=None, seeds=SEEDS):
                                      for device, runs in devices.items()) + f" (seeds {', '.join(map(str, seeds))})."
 
 
-ABLATION_HEADER = ("idea", "without (ours)", "with (ours)", "change", "our verdict", "paper", "paper's source")
+ABLATION_HEADER = ("idea", "without (ours)", "with (ours)", "change", "our verdict", "paper", "as in the paper?",
+                   "paper's source")
 
 
 def markdown(header, rows):

@@ -92,7 +92,19 @@ def test_an_effect_is_a_difference_of_means_larger_than_either_spread(monkeypatc
     assert not experiments.compare(ablation, seeds=(0,))["effect"]  # one seed has no spread to beat
     rows = experiments.ablation_rows(ablations=(ablation,))
     assert rows[0][1] == "42.0 ± 2.0" and rows[0][2] == "31.0 ± 1.0" and rows[0][3] == "-11.0"
-    assert "70.06 → 75.18 (+5.12)" == rows[0][5]
+    assert "70.06 → 75.18 (+5.12)" == rows[0][5] and rows[0][6] == "**no**"  # the paper's +5.12 helps; ours hurts
+    values[ablation.variant[0]] = [0.43, 0.45, 0.47]
+    assert experiments.ablation_rows(ablations=(ablation,))[0][6] == "yes"
+
+
+def test_the_papers_verdict_calls_a_difference_under_half_a_point_no_change():
+    separable = next(a for a in experiments.ABLATIONS if a.idea == "separable ASPP instead of dense")
+    assert separable.paper_miou == (79.93, 79.79) and experiments.paper_verdict(separable) == "no change"
+    within = {"effect": False, "difference": -0.01}
+    assert experiments.agrees(within, separable)
+    assert not experiments.agrees({"effect": True, "difference": -0.05}, separable)
+    crf = next(a for a in experiments.ABLATIONS if a.idea == "fully connected CRF")
+    assert experiments.paper_verdict(crf) == "helps" and not experiments.agrees(within, crf)
 
 
 def test_evaluations_are_computed_once_and_reuse_the_runs_own_single_scale_score(tmp_path, monkeypatch):
