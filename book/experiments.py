@@ -32,7 +32,7 @@ import numpy as np
 
 import minidl
 from minidl.models.aspp import ASPP_RATES, ASPP_V2_RATES, scaled_rates
-from minidl.train import TrainConfig, build_datasets, crf_options_for, evaluate, train_or_load
+from minidl.train import TrainConfig, build_datasets, crf_options_for, evaluate, read_log, train_or_load
 
 FAST = os.environ.get("MINIDL_BOOK_FAST") == "1"
 RUNS = Path(os.environ.get("MINIDL_BOOK_RUNS")
@@ -233,6 +233,39 @@ def ablation_rows(seeds=SEEDS, device="cpu", ablations=ABLATIONS):
                      f"({paper_v - paper_b:+.2f})", "yes" if agrees(r, ablation) else "**no**",
                      ablation.paper + (f"; {ablation.note}" if ablation.note else "")))
     return rows
+
+
+LOSS_WINDOW = 100  # iterations at the end of a run whose training losses are averaged
+
+
+def final_training_loss(name, seed):
+    """Mean training loss of run ``name`` over its last LOSS_WINDOW iterations, from its log."""
+    losses = [r["loss"] for r in read_log(config(name, seed).out) if "loss" in r]
+    return float(np.mean(losses[-LOSS_WINDOW:]))
+
+
+def same_loss(a, b):
+    """Whether two runs' training losses measure the same thing: the same targets and the same terms."""
+    return all(getattr(a, field) == getattr(b, field) for field in ("loss_on", "output_stride", "train_scales"))
+
+
+def loss_rows(seeds=SEEDS, ablations=ABLATIONS):
+    """Per training ablation whose two runs' losses compare: the final training loss, mean ± std over seeds.
+
+    A change that lowers validation mIoU while it raises the training loss has not been learnt within the budget;
+    one that lowers the training loss as well as the validation mIoU fits the training images at the others' cost.
+    """
+    rows = []
+    for ablation in ablations:
+        (run_a, _), (run_b, _) = ablation.baseline, ablation.variant
+        if run_a == run_b or not same_loss(config(run_a), config(run_b)):
+            continue
+        a, b = (summarise([final_training_loss(run, seed) for seed in seeds]) for run in (run_a, run_b))
+        rows.append((ablation.idea, f"{a[0]:.3f} ± {a[1]:.3f}", f"{b[0]:.3f} ± {b[1]:.3f}", f"{b[0] - a[0]:+.3f}"))
+    return rows
+
+
+LOSS_HEADER = ("idea", f"training loss without (last {LOSS_WINDOW} iterations)", "with", "change")
 
 
 def trained_on(names=None, seeds=SEEDS):

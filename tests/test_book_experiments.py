@@ -5,6 +5,7 @@ The expected rates are worked out by hand from the maps' sides (ceil(side / OS))
 differences between runs are written out per ablation, so a run that quietly changes a second thing fails.
 """
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,22 @@ def test_the_runs_say_which_device_trained_them(tmp_path, monkeypatch):
         (folder / "config.json").write_text(f'{{"device": "{device}"}}')
     assert experiments.trained_on(["v3"], (0, 1)) == "Trained on **cpu**: 1 run; **cuda**: 1 run (seeds 0, 1)."
     assert "**not trained yet**: 2 runs" in experiments.trained_on(["v3", "v2"], (2,))
+
+
+def test_training_losses_are_compared_only_between_runs_whose_losses_measure_the_same_thing(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    for seed in (0, 1):
+        for name in experiments.RUNS_SETTINGS:
+            folder = Path(experiments.config(name, seed).out)
+            folder.mkdir(parents=True)
+            # 150 logged iterations: the first 50 (outside the window) at 9, the last 100 at a per-run level
+            level = {"v3_no_pooling": 0.5, "v3": 0.4}.get(name, 1.0) + 0.1 * seed
+            lines = [{"iteration": i, "loss": 9.0 if i <= 50 else level} for i in range(1, 151)]
+            (folder / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    rows = {row[0]: row[1:] for row in experiments.loss_rows(seeds=(0, 1))}
+    assert rows["image pooling"] == ("0.550 ± 0.071", "0.450 ± 0.071", "-0.100")
+    # other targets (labels at OS 8 or 32, downsampled labels) or other terms (MSC's four outputs): not compared
+    assert "atrous convolution: output stride 8 instead of 32" not in rows
+    assert "loss on upsampled logits, not downsampled labels" not in rows
+    assert "multi-scale inputs (MSC), trained and tested" not in rows
+    assert "ASPP-L instead of LargeFOV" in rows and "fully connected CRF" not in rows
