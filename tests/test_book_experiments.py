@@ -48,6 +48,7 @@ EXPECTED_CHANGES = {  # the one thing each ablation changes; pairs where the pap
     "random rescaling 0.5-2 in training": {"random_scale"},
     "OS 8 instead of 16 at evaluation": set(),
     "multi-scale + flip inference (at OS 8)": set(),
+    "multi-scale + flip inference, trained with random rescaling": set(),
     "separable ASPP instead of dense": {"model_options.separable"},
     "decoder": {"model", "model_options.separable"},  # v3+ is separable by default: checked below
 }
