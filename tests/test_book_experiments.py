@@ -154,3 +154,24 @@ def test_training_losses_are_compared_only_between_runs_whose_losses_measure_the
     assert "loss on upsampled logits, not downsampled labels" not in rows
     assert "multi-scale inputs (MSC), trained and tested" not in rows
     assert "ASPP-L instead of LargeFOV" in rows and "fully connected CRF" not in rows
+
+
+def test_processes_sharing_a_claims_folder_train_each_run_once(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(experiments, "train_or_load", lambda run: trained.append(run.out) or (None, {"miou": 0.5}))
+    for _ in range(2):  # a second process with the same claims folder finds every run taken
+        experiments.train_all(["v3", "v2"], (0, 1), claims=tmp_path)
+    assert [Path(out).parent.name + "/" + Path(out).name for out in trained] == [
+        "seed0/v3", "seed0/v2", "seed1/v3", "seed1/v2"]
+    experiments.train_all(["v3"], (0,))  # without claims: every run, each time
+    assert len(trained) == 5
+
+
+def test_jobs_train_the_runs_side_by_side_in_fast_mode(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("MINIDL_BOOK_FAST", "1")
+    monkeypatch.setenv("MINIDL_BOOK_RUNS", str(tmp_path))
+    assert experiments.main(["--jobs", "2", "--only", "v3", "--seeds", "0", "1"]) == 0
+    printed = sorted(line.split(":")[0] for line in capfd.readouterr().out.splitlines() if "validation mIoU" in line)
+    assert printed == ["v3 seed 0", "v3 seed 1"]
+    assert all((tmp_path / f"seed{seed}" / "v3" / "checkpoint.npz").exists() for seed in (0, 1))
+    assert json.loads((tmp_path / "seed0" / "v3" / "config.json").read_text())["iterations"] == 10  # fast mode's
