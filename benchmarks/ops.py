@@ -16,14 +16,28 @@ in benchmarks/RESULTS.md. ``--threads 1`` runs both frameworks on one thread
 one thread a framework is what a comparison can still measure fairly.
 """
 import argparse
+import os
 import platform
 import statistics
 import time
+
+OPENMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the process started, before minidl sets its default
 
 import numpy as np
 import torch
 
 import minidl
+
+
+def openmp_wait_policy(policy=OPENMP_WAIT_POLICY):
+    """How idle OpenMP threads wait in this process, in words (``policy``: OMP_WAIT_POLICY as it started).
+
+    torch, imported first, starts OpenMP before minidl sets PASSIVE, so only a value set before the process
+    started applies: without one, both frameworks' idle threads spin through the other's turn, which inflated
+    minidl's 2-thread times here (benchmarks/RESULTS.md, session 7).
+    """
+    return policy or "torch's default (idle threads spin; minidl's 2-thread times inflated)"
+
 
 # (name, family, target ratio, input shapes, expression)
 CASES = [
@@ -133,7 +147,8 @@ def main(argv=None):
         set_threads(args.threads)
     print(f"# minidl {minidl.__version__} vs torch {torch.__version__}, device {args.device}, {args.dtype}, "
           f"{args.repeat} calls each (taking turns), upstream gradient {args.upstream}, "
-          f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+          f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
+          f"OpenMP wait policy: {openmp_wait_policy()}")
     print("| op | family | minidl ms median / best | torch ms median / best | minidl / torch median / best | target |")
     print("|---|---|---:|---:|---:|---:|")
     for name, family, target, shapes, fn in CASES:

@@ -16,14 +16,16 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
+OPENMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the process started, before minidl sets its default
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import minidl  # noqa: E402
 import reference.models.deeplab as twins  # noqa: E402
-from benchmarks.ops import set_threads  # noqa: E402
+from benchmarks.ops import openmp_wait_policy, set_threads  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -86,7 +88,7 @@ def main(argv=None):
                 times[name].append(seconds)
     print(f"# DeepLab v3+ {args.backbone}, batch {args.batch_size} × {args.size}², {args.classes} classes, "
           f"head {args.head_channels}, {args.repeat} steps each (taking turns), "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, OpenMP wait policy: {openmp_wait_policy(OPENMP_WAIT_POLICY)}")
     print("| runner | median s | best s | ÷ torch median | ÷ torch best |")
     print("|---|---:|---:|---:|---:|")
     reference = statistics.median(times["torch"]), min(times["torch"])
