@@ -3,7 +3,7 @@
 Each function draws what a chapter has already computed; the measurement stays in
 the chapter, beside the text that explains it, and only the matplotlib calls
 live here. A chapter imports this module as ``from book import plots`` with the
-repository's root on ``sys.path``.
+repository's root on ``sys.path``, or as ``import plots`` with ``book/`` on it.
 """
 import matplotlib.pyplot as plt
 import numpy as np
