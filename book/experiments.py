@@ -224,8 +224,7 @@ def paper_verdict(ablation):
 
 def agrees(result, ablation):
     """Whether our verdict is the paper's (our "within the spread" matches the paper's "no change")."""
-    ours = verdict(result)
-    return ours == paper_verdict(ablation) or (ours == "within the spread" and paper_verdict(ablation) == "no change")
+    return {"within the spread": "no change"}.get(verdict(result), verdict(result)) == paper_verdict(ablation)
 
 
 def ablation_rows(seeds=SEEDS, device="cpu", ablations=ABLATIONS):

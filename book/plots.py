@@ -172,7 +172,7 @@ def aspp_taps(panels, output_stride=8):
         side = image.shape[-1]
         cells = -(-side // output_stride)
         centre = (cells // 2) * output_stride  # the input pixel under the centre feature
-        ax.imshow(image.transpose(1, 2, 0), extent=(-0.5, side - 0.5, side - 0.5, -0.5))
+        ax.imshow(_picture(image), extent=(-0.5, side - 0.5, side - 0.5, -0.5))
         ax.add_patch(Rectangle((-0.5, -0.5), side, side, fill=False, ec="k", lw=1.5))
         for rate, colour in zip(rates, ("tab:green", "tab:blue", "tab:orange", "tab:red")):
             step = rate * output_stride
@@ -210,13 +210,12 @@ def boundary_zooms(rows, legend, zoom):
                              squeeze=False)
     for row_axes, (image, label, (y, x), title, predictions) in zip(axes, rows):
         crop = np.s_[y:y + zoom, x:x + zoom]
-        row_axes[0].imshow(image.transpose(1, 2, 0))
+        row_axes[0].imshow(_picture(image))
         row_axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), zoom, zoom, fill=False, ec="yellow", lw=2))
         row_axes[0].set_title(title, fontsize=10)
-        panels = [(image.transpose(1, 2, 0)[crop], "zoomed image"), (colorize(label)[crop], "ground truth")]
-        panels += [(colorize(pred)[crop], caption) for pred, caption in predictions]
+        panels = [(image, "zoomed image"), (label, "ground truth"), *predictions]
         for ax, (picture, caption) in zip(row_axes[1:], panels):
-            ax.imshow(picture, interpolation="nearest")
+            ax.imshow(_picture(picture)[crop], interpolation="nearest")
             ax.set_title(caption, fontsize=10)
             _outline(ax, label[crop])
         for ax in row_axes:

@@ -10,6 +10,7 @@ from helpers import check_op
 import minidl
 import minidl.functional.elementwise as elementwise
 from minidl.backend import Device
+from minidl.tensor import _topological_order
 
 
 # ---------------------------------------------------------------- making tensors
@@ -273,15 +274,7 @@ def test_rng_state_round_trip_continues_the_same_numbers():
 
 
 def _node_names(tensor):
-    # every node reachable from tensor, each once, depth first
-    names, seen, stack = [], set(), [tensor.grad_fn]
-    while stack:
-        node = stack.pop()
-        if id(node) not in seen:
-            seen.add(id(node))
-            names.append(node.name)
-            stack += [parent.grad_fn for parent in node.inputs if parent is not None and parent.grad_fn is not None]
-    return names
+    return [node.name for node in _topological_order(tensor.grad_fn)]
 
 
 @pytest.mark.parametrize("retain_graph", [False, True])
