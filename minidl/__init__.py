@@ -1,5 +1,13 @@
 """minidl: DeepLab v2 → v3 → v3+ from scratch, on a small autograd engine over NumPy and CuPy."""
-import numpy as _np
+import os as _os
+import sys as _sys
+
+# OpenBLAS reads how long its idle threads spin when NumPy loads it, so this must come first; why the spin is
+# kept short, and what minidl does when NumPy was loaded before it: minidl/kernels/cpu/__init__.py.
+if "numpy" not in _sys.modules:
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "14")
+
+import numpy as _np  # noqa: E402
 
 from minidl.backend import Device as device  # noqa: F401
 from minidl.backend import get_array_module  # noqa: F401

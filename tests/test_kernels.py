@@ -8,17 +8,37 @@ import pytest
 
 from minidl.kernels.cpu import PARALLEL_WORK, threads_for
 
-SHOW_POLICY = "import minidl.kernels.cpu, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+SHOW_POLICY = ("import minidl.kernels.cpu as k, os; "
+               "print(*(os.environ.get(v) for v in ('OPENBLAS_THREAD_TIMEOUT', 'GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')), "
+               "k.PARALLEL_PRODUCT, k.PARALLEL_WORK)")
+THREAD_VARIABLES = ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 
-@pytest.mark.parametrize("user_value, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(user_value, expected):
-    # a fresh interpreter: this one imported the kernels (and conftest set the variable) long ago
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if user_value is not None:
-        env["OMP_WAIT_POLICY"] = user_value
-    shown = subprocess.run([sys.executable, "-c", SHOW_POLICY], env=env, capture_output=True, text=True, check=True)
-    assert shown.stdout.strip() == expected
+def _policy_in_fresh_interpreter(first_import="", **user_values):
+    # a fresh interpreter: this one loaded NumPy and OpenMP long ago, and conftest set OMP_WAIT_POLICY
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env.update(user_values)
+    code = first_import + SHOW_POLICY
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return shown.stdout.split()
+
+
+def test_minidl_before_numpy_makes_both_pools_spin_briefly_and_shares_every_product():
+    assert _policy_in_fresh_interpreter() == ["14", "10000", "None", "0", str(1 << 12)]
+
+
+def test_numpy_before_minidl_leaves_openblas_spinning_so_openmp_sleeps_and_small_products_use_one_thread():
+    shown = _policy_in_fresh_interpreter("import numpy; ")
+    assert shown == ["None", "None", "PASSIVE", str(1 << 26), str(1 << 16)]
+
+
+@pytest.mark.parametrize("user_values, expected", [
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, ["14", "None", "ACTIVE", "0", str(1 << 12)]),
+    ({"GOMP_SPINCOUNT": "500"}, ["14", "500", "None", "0", str(1 << 12)]),
+    ({"OPENBLAS_THREAD_TIMEOUT": "28"}, ["28", "None", "PASSIVE", str(1 << 26), str(1 << 16)]),
+])
+def test_a_value_the_user_set_is_kept_and_the_rules_follow_it(user_values, expected):
+    assert _policy_in_fresh_interpreter(**user_values) == expected
 
 
 def test_threads_for_runs_small_work_on_one_thread_and_restores_the_count():

@@ -3,18 +3,28 @@ import contextlib
 import functools
 import os
 
-# Numba's thread pool is OpenMP's here. By default an idle OpenMP thread spins for a while before
-# sleeping, and on 2 cores it spins on the core that OpenBLAS's thread needs for the next matrix
-# product (and the other way round): a training step of the main job took 0.34 s with spinning
-# threads and 0.17-0.19 s without (benchmarks/RESULTS.md, session 4). OpenMP reads this when its
-# library loads, at the first parallel kernel; a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Two thread pools share the cores: OpenMP's, which runs Numba's prange kernels, and OpenBLAS's, which runs
+# NumPy's matrix products. An idle thread of either spins for a while before it sleeps, holding the core that
+# the other pool's next call needs, and a training step hands over between them hundreds of times. OpenBLAS's
+# threads spin for about a tenth of a second after a product unless OPENBLAS_THREAD_TIMEOUT, which OpenBLAS
+# reads once when NumPy loads it, says less; ``import minidl`` sets it to 2^14 cycles when NumPy is not loaded
+# yet (minidl/__init__.py). Then OpenMP's threads spin briefly too (GOMP_SPINCOUNT, about 0.1 ms), and every
+# product and every loop worth it uses both pools' threads: the main job's step took 0.11 s, against 0.135 s
+# with OpenMP's threads sleeping at once and small products on one thread (benchmarks/RESULTS.md, session 8).
+# When NumPy came first, OpenBLAS's long spin stays: OpenMP's threads then sleep as soon as they are idle
+# (OMP_WAIT_POLICY=PASSIVE; spinning, a step took 0.34 s), and only large products and loops use a second
+# thread. OpenMP reads its variables when its library loads, at the first parallel kernel; a value the user
+# set for any of them is kept.
+BLAS_SPINS_BRIEFLY = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip() in {str(n) for n in range(17)}
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ.update({"GOMP_SPINCOUNT": "10000"} if BLAS_SPINS_BRIEFLY else {"OMP_WAIT_POLICY": "PASSIVE"})
 
 import numba  # noqa: E402
 
-# Below this many loop steps, waking Numba's worker threads costs more than the loop itself
-# (milliseconds instead of microseconds on a busy machine), so such calls run on one thread.
-PARALLEL_WORK = 1 << 16
+# Below this many loop steps, handing work to Numba's other threads costs more than it saves, so such
+# calls run on one thread. Waking a sleeping thread costs far more than reaching a spinning one (milliseconds
+# instead of microseconds on a busy machine), so the bar is higher when OpenMP's threads sleep at once.
+PARALLEL_WORK = 1 << 12 if BLAS_SPINS_BRIEFLY else 1 << 16
 
 
 @contextlib.contextmanager
@@ -28,11 +38,11 @@ def threads_for(work):
         numba.set_num_threads(previous)
 
 
-# Below this many multiply-adds, a matrix product runs faster on one BLAS thread: OpenBLAS's
-# threads spin-wait for work, and for a small product the hand-over costs more than the sum
-# (100x more on a busy machine: 2 ms on one thread against 180 ms on two for a 1x1 convolution
-# of MobileNetV2's size).
-PARALLEL_PRODUCT = 1 << 26
+# Below this many multiply-adds, a matrix product runs on one BLAS thread while OpenBLAS's threads spin long:
+# the spinning helper then holds the other core through the Numba kernels that follow (on a busy machine a
+# 1x1 convolution of MobileNetV2's size took 2 ms on one thread against 180 ms on two). With a brief spin
+# every product may use BLAS's threads.
+PARALLEL_PRODUCT = 0 if BLAS_SPINS_BRIEFLY else 1 << 26
 
 
 @functools.lru_cache(maxsize=1)
