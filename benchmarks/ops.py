@@ -1,40 +1,52 @@
-"""Forward + backward time of minidl's DeepLab ops against PyTorch, measured in the same run.
+"""Forward + backward time of minidl's DeepLab ops against PyTorch, each framework in its own process.
 
-    python benchmarks/ops.py [--repeat 10] [--only conv] [--device cpu|cuda] [--dtype float32] [--upstream random|ones]
-                             [--threads N]
+    python benchmarks/ops.py [--repeat 10] [--rounds 3] [--only conv] [--device cpu|cuda] [--dtype float32]
+                             [--upstream random|ones] [--threads N] [--same-process]
 
-Each case runs the same expression in both frameworks (``lib`` is minidl or
-torch), on DeepLab's shapes, and reports the median and the best time of
-each and the ratios minidl / torch of both (below 1: minidl is faster). The
-two frameworks take turns, one call each, so a change in the machine's load
-falls on both. The first call of each is a warm-up, so Numba's compilation
-and PyTorch's lazy initialisation are not counted. The upstream gradient is
-random normal or all ones (``--upstream``), the same array for both. Nothing
-here asserts a speed: the table is the result; record it, with the command,
-in benchmarks/RESULTS.md. ``--threads 1`` runs both frameworks on one thread
-(PyTorch, BLAS and Numba): on a machine whose other jobs keep the cores busy,
-one thread a framework is what a comparison can still measure fairly.
+Each case runs the same expression in both frameworks (``lib`` is minidl or torch), on DeepLab's shapes, and
+reports the median and the best time of each and the ratios minidl / torch of both (below 1: minidl is faster).
+
+On the CPU, each framework runs in its own process with its own defaults (benchmarks/isolate.py): one process
+imports only minidl, the other only torch, and both build the same inputs and upstream gradient from NumPy with
+the same seed. A process times all selected cases, case after case: a warm-up call (Numba's compilation,
+PyTorch's lazy initialisation), then ``--repeat`` calls. One round is minidl's process, then torch's; there are
+``--rounds`` rounds, so a change in the machine's load falls on both, and the median and best are over all calls
+of all rounds. In one process the two would share OpenMP, and whichever loads it first decides how idle threads
+wait for both: torch's default (spinning) inflated minidl's 2-thread times twofold, PASSIVE slows PyTorch
+(benchmarks/RESULTS.md, session 7).
+
+``--same-process`` runs both in this process instead, taking turns, one call each; it is the default for
+``--device cuda``, where the kernels do not share CPU threads and one process pays CUDA's initialisation once
+(``--rounds`` does not apply). The header line says which way a table was measured. The upstream gradient is
+random normal or all ones (``--upstream``), the same array for both. Nothing here asserts a speed: the table is
+the result; record it, with the command, in benchmarks/RESULTS.md. ``--threads 1`` runs each framework on one
+thread (PyTorch, BLAS and Numba).
+
+Importing this module imports neither framework (book chapter 10 imports it for ``CASES`` and ``time_case``).
 """
 import argparse
+import importlib
 import os
 import platform
 import statistics
+import sys
 import time
 
 OPENMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the process started, before minidl sets its default
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
 
-import minidl
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.isolate import alternate, report, take_turns  # noqa: E402
 
 
 def openmp_wait_policy(policy=OPENMP_WAIT_POLICY):
     """How idle OpenMP threads wait in this process, in words (``policy``: OMP_WAIT_POLICY as it started).
 
-    torch, imported first, starts OpenMP before minidl sets PASSIVE, so only a value set before the process
-    started applies: without one, both frameworks' idle threads spin through the other's turn, which inflated
-    minidl's 2-thread times here (benchmarks/RESULTS.md, session 7).
+    For ``--same-process``: torch, imported first, starts OpenMP before minidl sets PASSIVE, so only a value set
+    before the process started applies: without one, both frameworks' idle threads spin through the other's
+    turn, which inflated minidl's 2-thread times here (benchmarks/RESULTS.md, session 7).
     """
     return policy or "torch's default (idle threads spin; minidl's 2-thread times inflated)"
 
@@ -72,22 +84,38 @@ CASES = [
 ]
 
 
-def set_threads(count):
-    """PyTorch's, BLAS's and Numba's thread counts, all to ``count``."""
-    import numba
+def set_threads(count, frameworks=("minidl", "torch")):
+    """The thread counts of ``frameworks`` (PyTorch's; Numba's for minidl) and of BLAS, all to ``count``."""
     import threadpoolctl
 
-    torch.set_num_threads(count)
-    threadpoolctl.threadpool_limits(count)
-    numba.set_num_threads(count)
+    if "torch" in frameworks:
+        import torch
+
+        torch.set_num_threads(count)
+    if "minidl" in frameworks:
+        import minidl.kernels.cpu  # noqa: F401  (sets minidl's OpenMP wait policy before Numba's threads start)
+        import numba
+
+        numba.set_num_threads(count)
+    threadpoolctl.threadpool_limits(count)  # the BLAS libraries loaded by now
+
+
+def thread_count(lib):
+    """How many threads ``lib`` (minidl or torch) computes with: PyTorch's, or Numba's for minidl."""
+    if lib.__name__ == "torch":
+        return lib.get_num_threads()
+    import minidl.kernels.cpu  # noqa: F401  (as in set_threads)
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _sync(lib, device):
     if device == "cuda":
-        if lib is torch:
-            torch.cuda.synchronize()
+        if lib.__name__ == "torch":
+            lib.cuda.synchronize()
         else:
-            minidl.backend.cupy().cuda.Device().synchronize()
+            lib.backend.cupy().cuda.Device().synchronize()
 
 
 def _upstream_array(out, kind, dtype, rng):
@@ -96,14 +124,16 @@ def _upstream_array(out, kind, dtype, rng):
 
 
 class Runner:
-    """One framework's inputs and upstream gradient for a case; ``once()`` times one forward + backward."""
+    """One framework's inputs and upstream gradient for a case; ``once()`` times one forward + backward.
+
+    The arrays come from NumPy with a fixed seed, so every process and framework gets the same ones."""
 
     def __init__(self, lib, shapes, fn, device, dtype, upstream, seed=0):
         rng = np.random.default_rng(seed)
-        make = torch.tensor if lib is torch else minidl.tensor
         self.lib, self.fn, self.device = lib, fn, device
-        self.tensors = [make(rng.standard_normal(s).astype(dtype), device=device, requires_grad=True) for s in shapes]
-        self.upstream = make(_upstream_array(fn(lib, *self.tensors), upstream, dtype, rng), device=device)
+        self.tensors = [lib.tensor(rng.standard_normal(s).astype(dtype), device=device, requires_grad=True)
+                        for s in shapes]
+        self.upstream = lib.tensor(_upstream_array(fn(lib, *self.tensors), upstream, dtype, rng), device=device)
 
     def once(self):
         for t in self.tensors:
@@ -118,54 +148,117 @@ class Runner:
 def time_case(lib, shapes, fn, repeat, device, dtype, upstream="random"):
     """Median seconds of forward + backward of ``fn`` in ``lib`` (the first call, a warm-up, not counted)."""
     runner = Runner(lib, shapes, fn, device, dtype, upstream)
-    return statistics.median([runner.once() for _ in range(repeat + 1)][1:])
+    return statistics.median(take_turns({"case": runner.once}, repeat, warmup=1)["case"])
 
 
 def time_side_by_side(shapes, fn, repeat, device, dtype, upstream):
-    """Seconds of every call, (minidl's, torch's), the two frameworks taking turns after one warm-up call each."""
-    runners = [Runner(lib, shapes, fn, device, dtype, upstream) for lib in (minidl, torch)]
-    times = [[], []]
-    for i in range(repeat + 1):
-        for runner, kept in zip(runners, times):
-            seconds = runner.once()
-            if i:  # the first call warms up (compilation, caches)
-                kept.append(seconds)
-    return times
+    """Seconds of every call, (minidl's, torch's), in this process, the two frameworks taking turns after one
+    warm-up call each."""
+    import torch
+
+    import minidl
+
+    runners = {lib.__name__: Runner(lib, shapes, fn, device, dtype, upstream) for lib in (minidl, torch)}
+    times = take_turns({name: runner.once for name, runner in runners.items()}, repeat, warmup=1)
+    return times["minidl"], times["torch"]
+
+
+def selected_cases(only):
+    """The cases whose family or name contains ``only`` (all if it is empty)."""
+    return [case for case in CASES if not only or only in case[1] or only in case[0]]
+
+
+def _side(args):
+    """One framework, all selected cases, in this process: report {"times": {case: [seconds, ...]}, ...}."""
+    lib = importlib.import_module(args.side)
+    if args.threads:
+        set_threads(args.threads, (args.side,))
+    times, missing = {}, {}
+    for name, family, target, shapes, fn in selected_cases(args.only):
+        try:
+            runner = Runner(lib, shapes, fn, args.device, args.dtype, args.upstream)
+            times[name] = take_turns({name: runner.once}, args.repeat, warmup=1)[name]
+        except (AttributeError, NotImplementedError) as e:  # an op that does not exist yet
+            missing[name] = str(e)
+    report({"times": times, "missing": missing, "version": lib.__version__, "threads": thread_count(lib)})
+
+
+def _in_own_processes(args):
+    """Every selected case's seconds, {case: (minidl's, torch's)}, from ``args.rounds`` rounds of one minidl
+    process then one torch process; a missing op's entry is its error; and the header line."""
+    arguments = ["--only", args.only, "--repeat", str(args.repeat), "--device", args.device, "--dtype", args.dtype,
+                 "--upstream", args.upstream] + (["--threads", str(args.threads)] if args.threads else [])
+    times, last = alternate(os.path.abspath(__file__), arguments, args.rounds)
+    ours, theirs = last["minidl"], last["torch"]
+    header = (f"# minidl {ours['version']} vs torch {theirs['version']}, device {args.device}, {args.dtype}, "
+              f"each framework in its own process, {args.rounds} rounds alternated (loaded: "
+              f"{', '.join(ours['loaded'])} | {', '.join(theirs['loaded'])}), {args.repeat} calls each a round "
+              f"after a warm-up, upstream gradient {args.upstream}, threads minidl {ours['threads']} / torch "
+              f"{theirs['threads']}, {platform.processor() or platform.machine()}, "
+              f"OMP_WAIT_POLICY {OPENMP_WAIT_POLICY or 'unset (each framework its own default)'}")
+    results = {}
+    for name, *_ in selected_cases(args.only):
+        missing = ours["missing"].get(name) or theirs["missing"].get(name)
+        results[name] = missing or (times["minidl"][name], times["torch"][name])
+    return results, header
+
+
+def _in_this_process(args):
+    """As ``_in_own_processes``, the two frameworks taking turns in this process."""
+    import torch
+
+    import minidl
+
+    if args.threads:
+        set_threads(args.threads)
+    results = {}
+    for name, family, target, shapes, fn in selected_cases(args.only):
+        try:
+            results[name] = time_side_by_side(shapes, fn, args.repeat, args.device, args.dtype, args.upstream)
+        except (AttributeError, NotImplementedError) as e:  # an op that does not exist yet
+            results[name] = str(e)
+    header = (f"# minidl {minidl.__version__} vs torch {torch.__version__}, device {args.device}, {args.dtype}, "
+              f"one process, taking turns, {args.repeat} calls each, upstream gradient {args.upstream}, "
+              f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
+              f"OpenMP wait policy: {openmp_wait_policy()}")
+    return results, header
+
+
+def _row(name, family, target, seconds):
+    if isinstance(seconds, str):
+        return f"| {name} | {family} | missing: {seconds} | | | |"
+    ours, theirs = seconds
+    medians = statistics.median(ours), statistics.median(theirs)
+    bests = min(ours), min(theirs)
+    ratio = medians[0] / medians[1]
+    verdict = "" if target is None else (f"≤ {target} ✓" if ratio <= target else f"≤ {target} ✗")
+    return (f"| {name} | {family} | {medians[0] * 1e3:.1f} / {bests[0] * 1e3:.1f} | "
+            f"{medians[1] * 1e3:.1f} / {bests[1] * 1e3:.1f} | {ratio:.2f} / {bests[0] / bests[1]:.2f} | {verdict} |")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls of each case a process")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of one minidl process, then one torch process")
     parser.add_argument("--only", default="", help="run the cases whose family or name contains this")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--upstream", default="random", choices=["random", "ones"],
                         help="the upstream gradient: random normal or all ones")
     parser.add_argument("--threads", type=int, help="threads for PyTorch, BLAS and Numba (default: theirs)")
+    parser.add_argument("--same-process", action="store_true",
+                        help="both frameworks in this process, taking turns (the default on cuda)")
+    parser.add_argument("--side", choices=["minidl", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.threads:
-        set_threads(args.threads)
-    print(f"# minidl {minidl.__version__} vs torch {torch.__version__}, device {args.device}, {args.dtype}, "
-          f"{args.repeat} calls each (taking turns), upstream gradient {args.upstream}, "
-          f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
-          f"OpenMP wait policy: {openmp_wait_policy()}")
+    if args.side:
+        return _side(args)
+    same_process = args.same_process or args.device == "cuda"
+    results, header = (_in_this_process if same_process else _in_own_processes)(args)
+    print(header)
     print("| op | family | minidl ms median / best | torch ms median / best | minidl / torch median / best | target |")
     print("|---|---|---:|---:|---:|---:|")
-    for name, family, target, shapes, fn in CASES:
-        if args.only and args.only not in family and args.only not in name:
-            continue
-        try:
-            ours, theirs = time_side_by_side(shapes, fn, args.repeat, args.device, args.dtype, args.upstream)
-        except (AttributeError, NotImplementedError) as e:  # an op that does not exist yet
-            print(f"| {name} | {family} | missing: {e} | | | |")
-            continue
-        medians = statistics.median(ours), statistics.median(theirs)
-        bests = min(ours), min(theirs)
-        ratio = medians[0] / medians[1]
-        verdict = "" if target is None else (f"≤ {target} ✓" if ratio <= target else f"≤ {target} ✗")
-        print(f"| {name} | {family} | {medians[0] * 1e3:.1f} / {bests[0] * 1e3:.1f} | "
-              f"{medians[1] * 1e3:.1f} / {bests[1] * 1e3:.1f} | {ratio:.2f} / {bests[0] / bests[1]:.2f} | {verdict} |",
-              flush=True)
+    for name, family, target, *_ in selected_cases(args.only):
+        print(_row(name, family, target, results[name]), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""Each framework's side of a benchmark in its own process, so that neither's threads and settings touch the other's.
+
+In one process, whichever of minidl and PyTorch loads OpenMP first decides how idle threads wait for both
+(benchmarks/RESULTS.md, session 7). So a script that uses this module runs itself again with ``--side minidl``
+or ``--side torch``: that child imports only its own framework, times, and prints its result as one JSON line
+(``report``), which the parent reads back (``run_side``), one side after the other, round after round
+(``alternate``), so that a change in the machine's load falls on both.
+"""
+import json
+import os
+import subprocess
+import sys
+
+# The modules whose presence in a process tells which framework's runtime it loaded.
+RUNTIMES = ("minidl", "minidl.kernels.cpu", "numba", "torch")
+
+# What each side must not load: the other framework's runtime. minidl's Numba kernels set OMP_WAIT_POLICY and
+# start Numba's threads; the package ``minidl`` alone does neither, and the torch side may import it, because
+# the PyTorch twins in reference/ take their constants from minidl's model definitions.
+FOREIGN = {"minidl": ("torch",), "torch": ("minidl.kernels.cpu", "numba")}
+
+
+class SideFailed(RuntimeError):
+    """A side's process failed, or loaded the other framework's runtime."""
+
+
+def loaded_runtimes():
+    """Which of ``RUNTIMES`` this process has imported."""
+    return [name for name in RUNTIMES if name in sys.modules]
+
+
+def report(result):
+    """Print ``result`` (a dict) as this side's JSON line, with the runtimes its process loaded."""
+    print(json.dumps({**result, "loaded": loaded_runtimes()}), flush=True)
+
+
+def run_side(script, side, arguments, env=None):
+    """Run ``script --side side *arguments`` in a fresh Python and return the JSON line it ``report``-ed."""
+    done = subprocess.run([sys.executable, script, "--side", side, *arguments], env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        last_line = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        raise SideFailed(f"the {side} side of {os.path.basename(script)}: {last_line}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    foreign = [name for name in result["loaded"] if name in FOREIGN[side]]
+    if foreign:
+        raise SideFailed(f"the {side} side of {os.path.basename(script)} loaded {', '.join(foreign)}")
+    return result
+
+
+def alternate(script, arguments, rounds, sides=("minidl", "torch")):
+    """Run every side in its own process, one after the other, ``rounds`` times.
+
+    Each side reports ``"times": {name: [seconds, ...]}``. Returns the seconds of all rounds,
+    ``{side: {name: [seconds, ...]}}``, and each side's last result (for its other fields).
+    """
+    times = {side: {} for side in sides}
+    last = {}
+    for _ in range(rounds):
+        for side in sides:
+            last[side] = run_side(script, side, arguments)
+            for name, seconds in last[side]["times"].items():
+                times[side].setdefault(name, []).extend(seconds)
+    return times, last
+
+
+def take_turns(calls, repeat, warmup):
+    """Seconds of ``repeat`` calls of each of ``calls`` (name: function returning its seconds), the functions
+    taking turns, after ``warmup`` turns that are not kept (compilation, caches, first allocations)."""
+    times = {name: [] for name in calls}
+    for turn in range(warmup + repeat):
+        for name, call in calls.items():
+            seconds = call()
+            if turn >= warmup:
+                times[name].append(seconds)
+    return times
