@@ -22,10 +22,8 @@ CUDA context) is in neither. Nothing here asserts a speed: record the table, wit
 benchmarks/RESULTS.md.
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,24 +32,39 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.isolate import SideFailed, report, run_side  # noqa: E402
+
 MODELS = {
     "main": dict(backbone="resnet_small", head_channels=64, num_classes=7, batch=16, size=97),
     "mobilenet": dict(backbone="mobilenetv2", head_channels=256, num_classes=21, batch=8, size=321),
 }
 
 
-def _batch(spec):
+def batch(spec):
+    """The images and labels of a step: ``spec["batch"]`` of ``spec["size"]``², the same in every process."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((spec["batch"], 3, spec["size"], spec["size"])).astype(np.float32)
     labels = rng.integers(0, spec["num_classes"], (spec["batch"], spec["size"], spec["size"]))
     return images, labels
 
 
-def _twin(spec):
+def twin(spec):
+    """The PyTorch twin of minidl's v3+ that ``spec`` describes."""
     import reference.models.deeplab as twins
 
     return twins.deeplabv3plus(backbone=spec["backbone"], num_classes=spec["num_classes"],
                                head_channels=spec["head_channels"])
+
+
+def save_twin_weights(spec, folder):
+    """The twin's initial weights (torch's seed 0) as ``folder``/weights.npz, which both sides load: the same
+    weights in both processes. Returns the path."""
+    import torch
+
+    torch.manual_seed(0)
+    path = os.path.join(folder, "weights.npz")
+    np.savez(path, **{k: v.numpy() for k, v in twin(spec).state_dict().items()})
+    return path
 
 
 def _time_steps(step, synchronize, steps):
@@ -71,10 +84,10 @@ def run_torch(spec, weights, device, steps):
     import torch
     import torch.nn.functional as F
 
-    model = _twin(spec).to(device)
+    model = twin(spec).to(device)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(weights).items()})
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images, labels = (torch.from_numpy(a).to(device) for a in _batch(spec))
+    images, labels = (torch.from_numpy(a).to(device) for a in batch(spec))
 
     def step():
         loss = F.cross_entropy(model(images), labels, ignore_index=255)
@@ -103,7 +116,7 @@ def run_minidl(spec, weights, device, steps):
     model.load_state_dict(dict(np.load(weights).items()))
     model.to(device).train()
     optimizer = optim.Adam(model.parameters(), lr=1e-3)
-    images, labels = (minidl.tensor(a, device=device) for a in _batch(spec))
+    images, labels = (minidl.tensor(a, device=device) for a in batch(spec))
 
     def step():
         loss = segmentation_loss(model, images, labels, "upsampled_logits")
@@ -142,17 +155,16 @@ def _cupy_peaks(cp, step):
 def _side(args):
     """One framework, one model, in this process: print its result as JSON."""
     run = run_torch if args.side == "torch" else run_minidl
-    print(json.dumps(run(MODELS[args.models], args.weights, args.device, args.steps)))
+    report(run(MODELS[args.models], args.weights, args.device, args.steps))
 
 
 def _in_own_process(side, model, weights, args):
-    command = [sys.executable, __file__, "--side", side, "--models", model, "--weights", weights,
-               "--device", args.device, "--steps", str(args.steps)]
+    arguments = ["--models", model, "--weights", weights, "--device", args.device, "--steps", str(args.steps)]
     env = {**os.environ, "MINIDL_KERNELS": "cpu" if args.kernels == "off" else "on"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode:
-        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    try:
+        return run_side(os.path.abspath(__file__), side, arguments, env)
+    except SideFailed as failure:
+        return {"error": str(failure)}
 
 
 def _megabytes(n):
@@ -186,10 +198,8 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         spec = MODELS[name]
-        torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as folder:
-            weights = os.path.join(folder, "weights.npz")
-            np.savez(weights, **{k: v.numpy() for k, v in _twin(spec).state_dict().items()})
+            weights = save_twin_weights(spec, folder)
             ours, theirs = (_in_own_process(side, name, weights, args) for side in ("minidl", "torch"))
         label = f"{name} ({spec['backbone']}, {spec['head_channels']}-ch head), {spec['batch']} × {spec['size']}²"
         if "error" in ours or "error" in theirs:
