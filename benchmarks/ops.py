@@ -238,7 +238,7 @@ def _row(name, family, target, seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=10, help="timed calls of each case a process")
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls of each case in each process")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of one minidl process, then one torch process")
     parser.add_argument("--only", default="", help="run the cases whose family or name contains this")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -1,4 +1,4 @@
-"""One training step of DeepLab v3+ in minidl against its PyTorch twin: same weights, same batch, SGD, each in its own process.
+"""A DeepLab v3+ training step, minidl against its PyTorch twin: same weights and batch, SGD, each in its own process.
 
     python benchmarks/step.py [--backbone mobilenetv2] [--batch-size 4] [--size 129] [--repeat 10] [--rounds 3]
     python benchmarks/step.py --backbone resnet_small --batch-size 16 --size 97 --head-channels 64 --classes 7
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=129)
     p.add_argument("--classes", type=int, default=21)
     p.add_argument("--head-channels", type=int, default=256)
-    p.add_argument("--repeat", type=int, default=10, help="timed steps of each runner a process")
+    p.add_argument("--repeat", type=int, default=10, help="timed steps of each runner in each process")
     p.add_argument("--rounds", type=int, default=3, help="rounds of one minidl process, then one torch process")
     p.add_argument("--algorithms", default="auto", help="comma-separated conv algorithms for minidl")
     p.add_argument("--threads", type=int, help="threads for PyTorch, BLAS and Numba (default: theirs)")

@@ -4,6 +4,8 @@
     python benchmarks/train_step.py --device cuda --kernels off   # minidl with its CUDA kernels switched off
     python benchmarks/train_step.py --device cpu --models main --steps 5
 
+Each side runs in a process of its own (benchmarks/isolate.py), one after the other, from the same weights.
+
 Models: ``main`` is the main job's v3+ (resnet_small, 64-channel head, 7 classes) at 16 × 97²;
 ``mobilenet`` is v3+ MobileNetV2 (256-channel head, 21 classes) at 8 × 321². A step is forward, the
 cross-entropy on upsampled logits, backward and Adam's update, in float32. The table gives the median
