@@ -5,6 +5,10 @@ In one process, whichever of minidl and PyTorch loads OpenMP first decides how i
 or ``--side torch``: that child imports only its own framework, times, and prints its result as one JSON line
 (``report``), which the parent reads back (``run_side``), one side after the other, round after round
 (``alternate``), so that a change in the machine's load falls on both.
+
+A side imports its framework before anything else, as a program written for it does: ``import minidl`` sets
+its thread rules only while NumPy is not loaded yet (minidl/kernels/cpu/__init__.py), and a benchmark script
+imports NumPy first.
 """
 import json
 import os
@@ -20,6 +24,20 @@ RUNTIMES = ("minidl", "minidl.kernels.cpu", "numba", "torch")
 FOREIGN = {"minidl": ("torch",), "torch": ("minidl.kernels.cpu", "numba")}
 
 
+# The environment variables through which the frameworks set how their idle threads wait; a side reports
+# those set in its process when it is done, the frameworks' own defaults included.
+THREAD_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
+
+# Run as ``python -c FRAMEWORK_FIRST script --side side ...``: import the side's framework, then the script.
+FRAMEWORK_FIRST = """import os, runpy, sys
+script, side = sys.argv[1], sys.argv[3]
+sys.path.insert(0, os.path.dirname(os.path.dirname(script)))  # the repository, for minidl and benchmarks
+__import__(side)
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
 class SideFailed(RuntimeError):
     """A side's process failed, or loaded the other framework's runtime."""
 
@@ -30,13 +48,16 @@ def loaded_runtimes():
 
 
 def report(result):
-    """Print ``result`` (a dict) as this side's JSON line, with the runtimes its process loaded."""
-    print(json.dumps({**result, "loaded": loaded_runtimes()}), flush=True)
+    """Print ``result`` (a dict) as this side's JSON line, with the runtimes its process loaded and the thread
+    settings in its environment."""
+    settings = {name: os.environ[name] for name in THREAD_SETTINGS if name in os.environ}
+    print(json.dumps({**result, "loaded": loaded_runtimes(), "settings": settings}), flush=True)
 
 
 def run_side(script, side, arguments, env=None):
-    """Run ``script --side side *arguments`` in a fresh Python and return the JSON line it ``report``-ed."""
-    done = subprocess.run([sys.executable, script, "--side", side, *arguments], env=env,
+    """Run ``script --side side *arguments`` in a fresh Python, the side's framework imported first, and return
+    the JSON line it ``report``-ed."""
+    done = subprocess.run([sys.executable, "-c", FRAMEWORK_FIRST, script, "--side", side, *arguments], env=env,
                           capture_output=True, text=True)
     if done.returncode:
         last_line = (done.stderr.strip().splitlines() or ["failed"])[-1]
@@ -62,6 +83,16 @@ def alternate(script, arguments, rounds, sides=("minidl", "torch")):
             for name, seconds in last[side]["times"].items():
                 times[side].setdefault(name, []).extend(seconds)
     return times, last
+
+
+def how_they_ran(rounds, last):
+    """For a table's header: the processes, and what each side's last one loaded and set (``last``: the
+    sides' results, as ``alternate`` returns them)."""
+    loaded = " | ".join(", ".join(result["loaded"]) for result in last.values())
+    settings = " | ".join(" ".join(f"{name}={value}" for name, value in result["settings"].items()) or "none"
+                          for result in last.values())
+    return (f"each framework in its own process, {rounds} rounds alternated ({' then '.join(last)}; "
+            f"loaded: {loaded}; thread settings: {settings})")
 
 
 def take_turns(calls, repeat, warmup):

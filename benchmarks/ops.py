@@ -7,8 +7,8 @@ Each case runs the same expression in both frameworks (``lib`` is minidl or torc
 reports the median and the best time of each and the ratios minidl / torch of both (below 1: minidl is faster).
 
 On the CPU, each framework runs in its own process with its own defaults (benchmarks/isolate.py): one process
-imports only minidl, the other only torch, and both build the same inputs and upstream gradient from NumPy with
-the same seed. A process times all selected cases, case after case: a warm-up call (Numba's compilation,
+imports only minidl, the other only torch, each its framework first, and both build the same inputs and upstream
+gradient from NumPy with the same seed. A process times all selected cases, case after case: a warm-up call (Numba's compilation,
 PyTorch's lazy initialisation), then ``--repeat`` calls. One round is minidl's process, then torch's; there are
 ``--rounds`` rounds, so a change in the machine's load falls on both, and the median and best are over all calls
 of all rounds. In one process the two would share OpenMP, and whichever loads it first decides how idle threads
@@ -17,7 +17,8 @@ wait for both: torch's default (spinning) inflated minidl's 2-thread times twofo
 
 ``--same-process`` runs both in this process instead, taking turns, one call each; it is the default for
 ``--device cuda``, where the kernels do not share CPU threads and one process pays CUDA's initialisation once
-(``--rounds`` does not apply). The header line says which way a table was measured. The upstream gradient is
+(``--rounds`` does not apply). The header line says which way a table was measured, and for separate processes
+what each loaded and which thread settings (OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT) it ran with. The upstream gradient is
 random normal or all ones (``--upstream``), the same array for both. Nothing here asserts a speed: the table is
 the result; record it, with the command, in benchmarks/RESULTS.md. ``--threads 1`` runs each framework on one
 thread (PyTorch, BLAS and Numba).
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.isolate import alternate, report, take_turns  # noqa: E402
+from benchmarks.isolate import alternate, how_they_ran, report, take_turns  # noqa: E402
 
 
 def openmp_wait_policy(policy=OPENMP_WAIT_POLICY):
@@ -191,11 +192,9 @@ def _in_own_processes(args):
     times, last = alternate(os.path.abspath(__file__), arguments, args.rounds)
     ours, theirs = last["minidl"], last["torch"]
     header = (f"# minidl {ours['version']} vs torch {theirs['version']}, device {args.device}, {args.dtype}, "
-              f"each framework in its own process, {args.rounds} rounds alternated (loaded: "
-              f"{', '.join(ours['loaded'])} | {', '.join(theirs['loaded'])}), {args.repeat} calls each a round "
-              f"after a warm-up, upstream gradient {args.upstream}, threads minidl {ours['threads']} / torch "
-              f"{theirs['threads']}, {platform.processor() or platform.machine()}, "
-              f"OMP_WAIT_POLICY {OPENMP_WAIT_POLICY or 'unset (each framework its own default)'}")
+              f"{how_they_ran(args.rounds, last)}, {args.repeat} calls each a round after a warm-up, "
+              f"upstream gradient {args.upstream}, threads minidl {ours['threads']} / torch {theirs['threads']}, "
+              f"{platform.processor() or platform.machine()}")
     results = {}
     for name, *_ in selected_cases(args.only):
         missing = ours["missing"].get(name) or theirs["missing"].get(name)

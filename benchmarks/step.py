@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.isolate import alternate, report, take_turns  # noqa: E402
+from benchmarks.isolate import alternate, how_they_ran, report, take_turns  # noqa: E402
 from benchmarks.ops import openmp_wait_policy, set_threads, thread_count  # noqa: E402
 from benchmarks.train_step import batch, save_twin_weights, twin  # noqa: E402
 
@@ -125,10 +125,8 @@ def _in_own_processes(args, weights):
     arguments += ["--threads", str(args.threads)] if args.threads else []
     times, last = alternate(os.path.abspath(__file__), arguments, args.rounds)
     ours, theirs = last["minidl"], last["torch"]
-    how = (f"each framework in its own process, {args.rounds} rounds alternated (loaded: {', '.join(ours['loaded'])}"
-           f" | {', '.join(theirs['loaded'])}), {args.repeat} steps each a round after {WARMUP_STEPS} warm-up, "
-           f"threads minidl {ours['threads']} / torch {theirs['threads']}, "
-           f"OMP_WAIT_POLICY {OPENMP_WAIT_POLICY or 'unset (each framework its own default)'}")
+    how = (f"{how_they_ran(args.rounds, last)}, {args.repeat} steps each a round after {WARMUP_STEPS} warm-up, "
+           f"threads minidl {ours['threads']} / torch {theirs['threads']}")
     return {**times["minidl"], **times["torch"]}, how
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import minidl
-from benchmarks.isolate import SideFailed, run_side
+from benchmarks.isolate import THREAD_SETTINGS, SideFailed, run_side
 from benchmarks.ops import CASES, time_case
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+# as from a fresh shell: without the thread settings that conftest.py and minidl put in this process's environment
+ENV = {**{k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}, "PYTHONPATH": str(ROOT)}
 
 
 def _run(script, *arguments):
@@ -33,8 +34,14 @@ def _rows(lines):
 
 def _loaded(header):
     """The runtimes each side's process loaded, as the header reports them: (minidl's, torch's)."""
-    listed = header.split("(loaded: ", 1)[1].split(")", 1)[0]
+    listed = header.split("loaded: ", 1)[1].split(";", 1)[0]
     return tuple(set(side.split(", ")) for side in listed.split(" | "))
+
+
+def _settings(header):
+    """The thread settings in each side's environment, as the header reports them: (minidl's, torch's)."""
+    listed = header.split("thread settings: ", 1)[1].split(")", 1)[0]
+    return tuple(side.split(" ") for side in listed.split(" | "))
 
 
 def _numbers(cell):
@@ -56,6 +63,10 @@ def test_ops_times_each_framework_in_its_own_process():
     ours, theirs = _loaded(header)
     assert "torch" not in ours and "minidl.kernels.cpu" in ours
     assert theirs == {"torch"}  # the ops need no twin, so torch's process does not even import minidl
+    # minidl was imported before NumPy, so it chose its own rules for OpenBLAS's idle threads; torch set none
+    minidl_settings, torch_settings = _settings(header)
+    assert any(setting.startswith("OPENBLAS_THREAD_TIMEOUT=") for setting in minidl_settings)
+    assert torch_settings == ["none"]
     (name, family, minidl_ms, torch_ms, ratios, target), = _rows(table)
     assert "stem" in name and family == "conv"
     times = _numbers(minidl_ms) + _numbers(torch_ms)
