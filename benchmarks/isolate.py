@@ -18,9 +18,11 @@ import sys
 # The modules whose presence in a process tells which framework's runtime it loaded.
 RUNTIMES = ("minidl", "minidl.kernels.cpu", "numba", "torch")
 
-# What each side must not load: the other framework's runtime. minidl's Numba kernels set OMP_WAIT_POLICY and
-# start Numba's threads; the package ``minidl`` alone does neither, and the torch side may import it, because
-# the PyTorch twins in reference/ take their constants from minidl's model definitions.
+# What each side must not load: the other framework's runtime. minidl's Numba kernels set OpenMP's settings and
+# start Numba's threads; the package ``minidl`` alone starts no threads, and the torch side may import it, because
+# the PyTorch twins in reference/ take their constants from minidl's model definitions. (It would also set
+# OPENBLAS_THREAD_TIMEOUT were NumPy not loaded yet; a script has loaded it by then, and a side reports its
+# thread settings.)
 FOREIGN = {"minidl": ("torch",), "torch": ("minidl.kernels.cpu", "numba")}
 
 

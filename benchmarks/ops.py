@@ -7,21 +7,21 @@ Each case runs the same expression in both frameworks (``lib`` is minidl or torc
 reports the median and the best time of each and the ratios minidl / torch of both (below 1: minidl is faster).
 
 On the CPU, each framework runs in its own process with its own defaults (benchmarks/isolate.py): one process
-imports only minidl, the other only torch, each its framework first, and both build the same inputs and upstream
-gradient from NumPy with the same seed. A process times all selected cases, case after case: a warm-up call (Numba's compilation,
-PyTorch's lazy initialisation), then ``--repeat`` calls. One round is minidl's process, then torch's; there are
-``--rounds`` rounds, so a change in the machine's load falls on both, and the median and best are over all calls
-of all rounds. In one process the two would share OpenMP, and whichever loads it first decides how idle threads
-wait for both: torch's default (spinning) inflated minidl's 2-thread times twofold, PASSIVE slows PyTorch
-(benchmarks/RESULTS.md, session 7).
+imports only minidl, the other only torch, each its framework first, and both build the same inputs and
+upstream gradient from NumPy with the same seed. A process times all selected cases, case after case: a warm-up
+call (Numba's compilation, PyTorch's lazy initialisation), then ``--repeat`` calls. One round is minidl's
+process, then torch's; there are ``--rounds`` rounds, so a change in the machine's load falls on both, and the
+median and best are over all calls of all rounds. In one process the two would share OpenMP, and whichever
+loads it first decides how idle threads wait for both: torch's default (spinning) inflated minidl's 2-thread
+times twofold, PASSIVE slows PyTorch (benchmarks/RESULTS.md, session 7).
 
 ``--same-process`` runs both in this process instead, taking turns, one call each; it is the default for
 ``--device cuda``, where the kernels do not share CPU threads and one process pays CUDA's initialisation once
-(``--rounds`` does not apply). The header line says which way a table was measured, and for separate processes
-what each loaded and which thread settings (OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT) it ran with. The upstream gradient is
-random normal or all ones (``--upstream``), the same array for both. Nothing here asserts a speed: the table is
-the result; record it, with the command, in benchmarks/RESULTS.md. ``--threads 1`` runs each framework on one
-thread (PyTorch, BLAS and Numba).
+(``--rounds`` does not apply). The header line says which way a table was measured; for separate processes,
+also what each loaded and the thread settings it ran with (OMP_WAIT_POLICY, GOMP_SPINCOUNT,
+OPENBLAS_THREAD_TIMEOUT). The upstream gradient is random normal or all ones (``--upstream``), the same array
+for both. Nothing here asserts a speed: the table is the result; record it, with the command, in
+benchmarks/RESULTS.md. ``--threads 1`` runs each framework on one thread (PyTorch, BLAS and Numba).
 
 Importing this module imports neither framework (book chapter 10 imports it for ``CASES`` and ``time_case``).
 """

@@ -85,6 +85,7 @@ def test_step_times_each_framework_in_its_own_process():
     assert "torch" not in ours
     # the twin takes its constants from minidl's model definitions, but never loads minidl's kernels
     assert "torch" in theirs and not theirs & {"minidl.kernels.cpu", "numba"}
+    assert _settings(header)[1] == ["none"]  # nor did importing those definitions change torch's thread settings
     rows = {row[0]: [float(cell) for cell in row[1:]] for row in _rows(table)}
     assert set(rows) == {"minidl (im2col)", "minidl (auto)", "torch"}
     assert all(math.isfinite(v) and v > 0 for values in rows.values() for v in values)
