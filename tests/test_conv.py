@@ -9,6 +9,7 @@ part of the same grid, forced with ``conv_algorithm('winograd')`` (the grid's
 """
 import contextlib
 import itertools
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import minidl
 from minidl.functional import winograd
 from minidl.functional.conv import Convolution, col2im, im2col
 from minidl.functional.convutils import dilated_extent
+import minidl.kernels.cpu as cpu_kernels
 from minidl.kernels.cpu import conv as cpu_conv
 from minidl.kernels.cpu import winograd as cpu_winograd
 
@@ -183,8 +185,18 @@ def _fold_torch(cols, shape, kernel, stride, padding, dilation):
     return torch.nn.functional.fold(batched, shape[2:], kernel, dilation, padding, stride).numpy()
 
 
+def _on_every_thread(kernel):
+    """The Numba function with its loop shared among all of Numba's threads, whatever its size and however long
+    OpenBLAS's threads spin in this process (the suite loads NumPy first, so there they spin long)."""
+    def run(*args):
+        with mock.patch.multiple(cpu_kernels, BLAS_SPINS_BRIEFLY=True, PARALLEL_WORK=0):
+            return kernel(*args)
+    return run
+
+
 @pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GEOMETRIES, ids=str)
-@pytest.mark.parametrize("implementation", [im2col, cpu_conv.im2col], ids=["numpy", "numba"])
+@pytest.mark.parametrize("implementation", [im2col, cpu_conv.im2col, _on_every_thread(cpu_conv.im2col)],
+                         ids=["numpy", "numba", "numba-threads"])
 def test_im2col_is_torch_unfold(shape, kernel, stride, padding, dilation, implementation):
     x = np.random.default_rng(0).standard_normal(shape)
     expected = _unfold_torch(x, kernel, stride, padding, dilation)
@@ -192,7 +204,8 @@ def test_im2col_is_torch_unfold(shape, kernel, stride, padding, dilation, implem
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GEOMETRIES, ids=str)
-@pytest.mark.parametrize("implementation", [col2im, cpu_conv.col2im], ids=["numpy", "numba"])
+@pytest.mark.parametrize("implementation", [col2im, cpu_conv.col2im, _on_every_thread(cpu_conv.col2im)],
+                         ids=["numpy", "numba", "numba-threads"])
 def test_col2im_is_torch_fold(shape, kernel, stride, padding, dilation, implementation):
     rows = _unfold_torch(np.zeros(shape), kernel, stride, padding, dilation).shape
     cols = np.random.default_rng(1).standard_normal(rows)

@@ -38,6 +38,12 @@ def threads_for(work):
         numba.set_num_threads(previous)
 
 
+def threads_beside_blas(work):
+    """As ``threads_for``, for a loop between two matrix products: on one thread while OpenBLAS's threads spin
+    long, since a Numba thread then waits for the core a spinning BLAS thread holds."""
+    return threads_for(work if BLAS_SPINS_BRIEFLY else 0)
+
+
 # Below this many multiply-adds, a matrix product runs on one BLAS thread while OpenBLAS's threads spin long:
 # the spinning helper then holds the other core through the Numba kernels that follow (on a busy machine a
 # 1x1 convolution of MobileNetV2's size took 2 ms on one thread against 180 ms on two). With a brief spin
