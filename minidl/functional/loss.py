@@ -6,8 +6,11 @@ input is (N, C, H, W) and the target (N, H, W); pixels labelled
 ``ignore_index`` (255 in Pascal VOC) contribute nothing, to the loss or to the
 count it is averaged over.
 """
+from types import SimpleNamespace
+
 import numpy as np
 
+from minidl import kernels
 from minidl.backend import check_later, get_array_module, on_device_of
 from minidl.functional.shape import normalize_dim
 from minidl.tensor import Function, Tensor
@@ -29,12 +32,41 @@ class Softmax(Function):
         return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True)), None
 
 
+# Log-softmax's two steps and NLL's gradient, in readable array code; minidl.kernels.cpu.loss compiles the same.
+def _log_softmax_numpy(x, axis):
+    """x - log Σ exp(x) along ``axis``, shifted by the max so that no exponential overflows."""
+    xp = get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _log_softmax_grad_numpy(g, y, axis):
+    """g - softmax · Σ g along ``axis``, softmax = exp(y) from log-softmax's output ``y``."""
+    return g - get_array_module(y).exp(y) * g.sum(axis=axis, keepdims=True)
+
+
+def _one_hot_scaled_numpy(target, coef, classes, dtype):
+    """(N, C, ...) zeros, with coef[n, ...] at class target[n, ...]."""
+    xp = get_array_module(target)
+    ids = xp.arange(classes).reshape((1, -1) + (1,) * (target.ndim - 1))
+    return (ids == target[:, None]) * coef[:, None].astype(dtype, copy=False)
+
+
+_READABLE = SimpleNamespace(log_softmax=_log_softmax_numpy, log_softmax_grad=_log_softmax_grad_numpy,
+                            one_hot_scaled=_one_hot_scaled_numpy)
+
+
+def _implementation(x):
+    """The compiled kernels for x's device, or the readable NumPy/CuPy code (for any other dtype, too)."""
+    if x.dtype not in (np.float32, np.float64):
+        return _READABLE
+    return kernels.for_array(x, "loss", _READABLE)
+
+
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
-        xp = get_array_module(x)
-        shifted = x - x.max(axis=axis, keepdims=True)
-        y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        y = _implementation(x).log_softmax(x, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -42,8 +74,7 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved
-        xp = get_array_module(y)
-        return g - xp.exp(y) * g.sum(axis=ctx.axis, keepdims=True), None
+        return _implementation(y).log_softmax_grad(g, y, ctx.axis), None
 
 
 class NLLLoss(Function):
@@ -78,9 +109,8 @@ class NLLLoss(Function):
             # nothing counted: the loss is NaN but, as in PyTorch, no position gets a gradient (every
             # w is 0 then, so any divisor does; chosen on the device, without reading the total back)
             coef = coef / xp.where(ctx.total_weight == 0, 1, ctx.total_weight)
-        classes = xp.arange(ctx.shape[1]).reshape((1, -1) + (1,) * (len(ctx.shape) - 2))
-        one_hot = classes == ctx.safe_target[:, None]
-        return one_hot * coef[:, None].astype(g.dtype, copy=False), None, None, None, None
+        grad = _implementation(g).one_hot_scaled(ctx.safe_target, coef, ctx.shape[1], g.dtype)
+        return grad, None, None, None, None
 
 
 def softmax(input, dim):

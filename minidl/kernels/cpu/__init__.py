@@ -1,7 +1,9 @@
 """Numba CPU kernels (``numba.njit``) on NumPy arrays, one module per op family, and thread rules."""
 import contextlib
+import ctypes
 import functools
 import os
+import sys
 
 # Two thread pools share the cores: OpenMP's, which runs Numba's prange kernels, and OpenBLAS's, which runs
 # NumPy's matrix products. An idle thread of either spins for a while before it sleeps, holding the core that
@@ -20,6 +22,28 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ.update({"GOMP_SPINCOUNT": "10000"} if BLAS_SPINS_BRIEFLY else {"OMP_WAIT_POLICY": "PASSIVE"})
 
 import numba  # noqa: E402
+
+# A training step allocates the same few hundred arrays every iteration. glibc's malloc serves a large one with
+# fresh pages from the kernel and hands them back when it is freed (at 128 KiB, a bar that adapts to what was
+# freed, and when the heap's free top grows past a trim threshold), and every fresh page costs a page fault when
+# first written: the main job's step took 0.10 s, against 0.088 s with freed memory kept for reuse
+# (benchmarks/RESULTS.md, session 8). So minidl raises that bar to glibc's largest (32 MiB) and never trims the
+# heap: freed memory stays in the process for the next array, and the process's resident memory stays at its
+# peak. MINIDL_KEEP_FREED_MEMORY=0 leaves malloc as it was.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters, from glibc's malloc.h
+
+
+def _keep_freed_memory():
+    if os.environ.get("MINIDL_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):  # a C library other than glibc
+        return False
+
+
+KEEPS_FREED_MEMORY = _keep_freed_memory()
 
 # Below this many loop steps, handing work to Numba's other threads costs more than it saves, so such
 # calls run on one thread. Waking a sleeping thread costs far more than reaching a spinning one (milliseconds
