@@ -9,9 +9,8 @@ im2col's: the quantity ``conv._winograd_pays`` compares with its threshold.
 import argparse
 import time
 
-import numpy as np
-
-import minidl
+import minidl  # before NumPy, as the `minidl` command: its thread rules need it (minidl/kernels/cpu/__init__.py)
+import numpy as np  # noqa: I001
 import minidl.nn.functional as F
 from minidl.functional import conv, winograd
 
