@@ -17,7 +17,7 @@ import torch
 from helpers import Const, check_op, run_both
 
 import minidl
-from minidl.functional import winograd
+from minidl.functional import taps, winograd
 from minidl.functional.conv import Convolution, col2im, im2col
 from minidl.functional.convutils import dilated_extent
 import minidl.kernels.cpu as cpu_kernels
@@ -384,15 +384,55 @@ def _relative_errors_float32(algorithm, x, w, upstream, **options):
 
 
 @pytest.mark.parametrize("dilation", [1, 2, 12])
-def test_winograd_float32_error_is_bounded(dilation):
+def test_winograd_and_taps_float32_error_is_bounded(dilation):
     # The transforms add and halve (B, G, A hold 0, ±1 and ±½), so F(2×2, 3×3) loses little to rounding:
     # measured 4-5e-7 of the largest value here (im2col: 2-7e-7), 8e-7 at 256 channels. The bound leaves headroom.
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal((2, 128, 13, 13)), rng.standard_normal((128, 128, 3, 3)) / np.sqrt(9 * 128)
     upstream = rng.standard_normal((2, 128, 13, 13))
-    for algorithm in ("winograd", "im2col"):
+    for algorithm in ("winograd", "taps", "im2col"):
         errors = _relative_errors_float32(algorithm, x, w, upstream, padding=dilation, dilation=dilation)
         assert max(errors) < 3e-6, f"{algorithm}: relative float32 errors (output, grad input, grad weight) {errors}"
+
+
+# ---------------------------------------------------------------- one product per tap: the same grid, forced
+TAPS_GRID = [case for case in GRID if case[1] == 1]  # stride 1: where it applies, any kernel
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding, groups", TAPS_GRID, ids=str)
+def test_taps_grid(kernel, stride, dilation, padding, groups, device):
+    x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
+    with minidl.nn.functional.conv_algorithm("taps"):
+        check_conv(x_shape, w_shape, **options, device=device)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, bias, options",
+    [
+        ((1, 8, 9, 9), (4, 8, 3, 3), True, dict(padding=12, dilation=12)),  # only the centre tap reads the image
+        ((2, 3, 7, 5), (2, 3, 3, 3), False, dict(padding=(4, 0), dilation=(1, 2))),
+        ((1, 2, 3, 4), (3, 2, 3, 3), True, dict(padding=(5, 1), dilation=(4, 1))),  # whole rows of taps outside
+        ((2, 4, 6, 6), (6, 2, 3, 3), True, dict(groups=2, padding=(0, 1))),
+        ((1, 2, 7, 6), (3, 2, 5, 2), False, dict(padding="same", dilation=2)),
+        ((1, 3, 5, 5), (2, 3, 1, 1), True, dict(padding=2)),  # 1×1 with padding: the border is bias only
+        ((3, 6, 6), (4, 3, 3, 3), False, dict(padding=1)),  # unbatched
+    ],
+    ids=str,
+)
+def test_taps_awkward_with_gradcheck(x_shape, w_shape, bias, options, device):
+    with minidl.nn.functional.conv_algorithm("taps"):
+        check_conv(x_shape, w_shape, bias, gradcheck=True, **options, device=device)
+
+
+@pytest.mark.parametrize("size, rate, rectangles, share", [
+    (33, 12, 9, (33 * 33 + 4 * 21 * 33 + 4 * 21 * 21) / (9 * 33 * 33)),  # ASPP's rate 12 at output stride 16
+    (33, 1, 9, (33 * 33 + 4 * 32 * 33 + 4 * 32 * 32) / (9 * 33 * 33)),
+    (9, 12, 1, 1 / 9),  # every tap but the centre falls wholly in the padding
+])
+def test_taps_plan_counts_only_what_reads_the_image(size, rate, rectangles, share):
+    plan = taps.Plan((2, 4, size, size), (4, 4, 3, 3), (rate, rate), (rate, rate))
+    assert len(plan.rectangles) == rectangles
+    assert plan.share_of_im2col() == pytest.approx(share)
 
 
 # ---------------------------------------------------------------- Winograd's pieces: tiles, transforms, kernels
@@ -452,12 +492,16 @@ def _algorithm_of(x_shape, w_shape, **options):
     return conv(minidl, x, w, **options).grad_fn.function.__name__
 
 
-def test_auto_takes_winograd_where_it_pays():
+def test_auto_takes_winograd_or_the_taps_where_they_pay():
     assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), padding=2, dilation=2) == "WinogradConvolution"
     assert _algorithm_of((2, 4, 17, 17), (64, 4, 3, 3), padding=1) == "Convolution"  # few input channels
-    assert _algorithm_of((2, 64, 33, 33), (64, 64, 3, 3), padding=24, dilation=24) == "Convolution"  # wasted tiles
     assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), padding=6, dilation=6) == "Convolution"  # phases of ~3×3
     assert _algorithm_of((2, 64, 17, 17), (64, 64, 3, 3), stride=2, padding=1) == "Convolution"  # stride 2
+    # ASPP's rates at output stride 16 on 33×33: most taps read padding, and the products are large
+    assert _algorithm_of((4, 256, 33, 33), (256, 256, 3, 3), padding=12, dilation=12) == "TapConvolution"
+    assert _algorithm_of((4, 256, 33, 33), (256, 256, 3, 3), padding=2, dilation=2) == "WinogradConvolution"
+    # the same rates on the main job's 7×7 maps: products too small for nine of them to pay
+    assert _algorithm_of((16, 256, 7, 7), (64, 256, 3, 3), padding=12, dilation=12) == "Convolution"
 
 
 def test_conv_algorithm_overrides_and_nests(monkeypatch):
@@ -471,9 +515,9 @@ def test_conv_algorithm_overrides_and_nests(monkeypatch):
     monkeypatch.setenv("MINIDL_CONV_ALGORITHM", "im2col")
     assert _algorithm_of(*shapes, padding=1) == "Convolution"
     monkeypatch.setenv("MINIDL_CONV_ALGORITHM", "fast")
-    with pytest.raises(ValueError, match=r"MINIDL_CONV_ALGORITHM must be one of auto, im2col, winograd, got 'fast'"):
+    with pytest.raises(ValueError, match=r"MINIDL_CONV_ALGORITHM must be one of auto, im2col, winograd, taps, got 'fast'"):
         _algorithm_of(*shapes, padding=1)
-    with pytest.raises(ValueError, match=r"conv_algorithm: name must be one of auto, im2col, winograd, got 'gemm'"):
+    with pytest.raises(ValueError, match=r"conv_algorithm: name must be one of auto, im2col, winograd, taps, got 'gemm'"):
         with minidl.nn.functional.conv_algorithm("gemm"):
             pass
 

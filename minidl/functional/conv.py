@@ -19,9 +19,12 @@ matrix product over channels at every pixel. Depthwise convolutions
 
 A stride-1 3×3 convolution (any dilation) can also run Winograd's
 F(2×2, 3×3) (``minidl.functional.winograd``): 16 matrix products of
-(C_out × C_in) @ (C_in × tiles), 16/36 of im2col's multiply-adds.
-``conv_algorithm`` says which of the two runs: by default the one that is
-faster for the shape (``_winograd_pays``), on the CPU.
+(C_out × C_in) @ (C_in × tiles), 16/36 of im2col's multiply-adds. Any
+stride-1 convolution can run one product per kernel tap over only the
+outputs where the tap reads the image (``minidl.functional.taps``), which
+skips the zero padding that a large atrous rate multiplies in im2col.
+``conv_algorithm`` says which runs: by default the one that is fastest for
+the shape (``_fastest``), on the CPU.
 """
 import contextlib
 import functools
@@ -30,7 +33,7 @@ from types import SimpleNamespace
 
 from minidl import kernels
 from minidl.backend import get_array_module
-from minidl.functional import winograd
+from minidl.functional import taps, winograd
 from minidl.functional.convutils import output_size, pair, tap_positions
 from minidl.functional.shape import pad, squeeze, unsqueeze
 from minidl.tensor import Function
@@ -219,6 +222,32 @@ class WinogradConvolution(Function):
         return gx, gw, _bias_grad(ctx, g)
 
 
+class TapConvolution(Function):
+    """conv2d at stride 1 as one product per kernel tap over the outputs where it reads the image (see
+    ``minidl.functional.taps``), in channels-first layout (C, N, H, W)."""
+
+    @_sized_products
+    def forward(ctx, x, w, b, padding, dilation, groups):
+        xp = get_array_module(x)
+        plan = taps.Plan(x.shape, w.shape, padding, dilation)
+        x_c = xp.ascontiguousarray(x.transpose(1, 0, 2, 3))
+        w_taps = xp.ascontiguousarray(w.transpose(2, 3, 0, 1))
+        out = taps.forward(x_c, w_taps, plan).transpose(1, 0, 2, 3)
+        needs_x, needs_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x_c if needs_w else None, w_taps if needs_x else None)
+        ctx.plan = plan
+        return _add_bias(xp.ascontiguousarray(out), b)
+
+    @_sized_products
+    def backward(ctx, g):
+        x_c, w_taps = ctx.saved
+        xp = get_array_module(g)
+        gx_c, gw_taps = taps.backward(xp.ascontiguousarray(g.transpose(1, 0, 2, 3)), x_c, w_taps, ctx.plan)
+        gx = None if gx_c is None else xp.ascontiguousarray(gx_c.transpose(1, 0, 2, 3))
+        gw = None if gw_taps is None else xp.ascontiguousarray(gw_taps.transpose(2, 3, 0, 1))
+        return gx, gw, _bias_grad(ctx, g)
+
+
 def _winograd_transforms(array):
     """The tile transforms for array's device: the Numba loops on the CPU, else the readable array code."""
     return kernels.for_array(array, "winograd", winograd)
@@ -254,7 +283,7 @@ class PointwiseConvolution(Function):
 
 
 # ---------------------------------------------------------------- which algorithm
-ALGORITHMS = ("auto", "im2col", "winograd")
+ALGORITHMS = ("auto", "im2col", "winograd", "taps")
 
 
 class _Choice:
@@ -270,11 +299,11 @@ def _chosen_algorithm():
 
 @contextlib.contextmanager
 def conv_algorithm(name):
-    """Run the convolutions in the block with ``name``: 'auto' (the default), 'im2col' or 'winograd'.
+    """Run the convolutions in the block with ``name``: 'auto' (the default), 'im2col', 'winograd' or 'taps'.
 
-    'winograd' applies to stride-1 3×3 kernels (any dilation, padding, groups);
-    other convolutions keep im2col. 'auto' takes Winograd where it is faster
-    on the CPU (``_winograd_pays``) and im2col on a GPU. Without a block, the
+    'winograd' applies to stride-1 3×3 kernels (any dilation, padding, groups), 'taps' (one product per
+    kernel tap, ``minidl.functional.taps``) to any stride-1 kernel; other convolutions keep im2col. 'auto'
+    takes whichever is fastest on the CPU (``_fastest``) and im2col on a GPU. Without a block, the
     environment variable ``MINIDL_CONV_ALGORITHM`` sets the default.
     """
     if name not in ALGORITHMS:
@@ -286,27 +315,51 @@ def conv_algorithm(name):
         _Choice.forced = previous
 
 
-def _winograd_pays(x, w, padding, dilation, groups):
-    """Whether F(2×2, 3×3) beats im2col here (measured in benchmarks/RESULTS.md, issue 16).
+# Each algorithm pays on the CPU below this share of im2col's multiply-adds (benchmarks/RESULTS.md, issue 16).
+# Winograd's: every shape at 0.72 or more measured slower than im2col, at 0.58 or less faster or level. The
+# taps' (session 8): their time came to about share / 0.65 of im2col's (0.57-0.58: 0.80-0.94, 0.40: 0.67,
+# 0.28: 0.73), where a tap's product is large enough: below TAPS_MIN_PRODUCT multiply-adds (a 17×17 pair of
+# 256-channel maps, or 7×7 maps of 64 channels at a batch of 16) nine small products and their copies took
+# 1.2-1.9× im2col's time at any share.
+WINOGRAD_PAYS_BELOW = 0.7
+TAPS_PAYS_BELOW = 0.65
+TAPS_MIN_PRODUCT = 1 << 26
 
-    On the CPU, when both sides have at least 8 channels a group (with fewer,
-    the tile transforms cost more than the products save) and Winograd's
-    multiply-adds, half-outside tiles included, are at most 0.7 of im2col's
-    (a map of 1×1, or 33×33 at rate 24, wastes most of its tiles; phases of
-    about 3×3 pixels, as at rate 6 on 17×17 or rate 3 on 9×9, come to 0.74-0.79
-    and measured 1.27-1.31× im2col's time, while 0.47-0.62 measured 0.63-0.85×).
+
+def _winograd_share(x, w, padding, dilation, groups):
+    """Winograd's multiply-adds over im2col's, half-outside tiles included; None where it does not pay at all.
+
+    With fewer than 8 channels a group on either side the tile transforms cost more than the products save;
+    a map of 1×1, or 33×33 at rate 24, wastes most of its tiles (phases of about 3×3 pixels, as at rate 6 on
+    17×17 or rate 3 on 9×9, come to 0.74-0.79 and measured 1.27-1.31× im2col's time).
     """
-    if x.device.type != "cpu" or min(w.shape[0] // groups, w.shape[1]) < 8:
-        return False
+    if tuple(w.shape[2:]) != (3, 3) or min(w.shape[0] // groups, w.shape[1]) < 8:
+        return None
     tiling = winograd.Tiling(x.shape, padding, dilation)
-    return 16 * tiling.count <= 0.7 * 9 * x.shape[0] * tiling.out_hw[0] * tiling.out_hw[1]
+    return 16 * tiling.count / (9 * x.shape[0] * tiling.out_hw[0] * tiling.out_hw[1])
 
 
-def _use_winograd(x, w, stride, padding, dilation, groups):
-    if tuple(w.shape[2:]) != (3, 3) or stride != (1, 1):
-        return False
+def _fastest(x, w, padding, dilation, groups):
+    """'auto' on the CPU at stride 1: the algorithm with the fewest multiply-adds, each counted against the
+    share of im2col's below which it pays."""
+    costs = {"im2col": 1.0}
+    plan = taps.Plan(x.shape, w.shape, padding, dilation)
+    if w.shape[0] * w.shape[1] * x.shape[0] * plan.out_hw[0] * plan.out_hw[1] >= TAPS_MIN_PRODUCT:
+        costs["taps"] = plan.share_of_im2col() / TAPS_PAYS_BELOW
+    winograd_share = _winograd_share(x, w, padding, dilation, groups)
+    if winograd_share is not None:
+        costs["winograd"] = winograd_share / WINOGRAD_PAYS_BELOW
+    return min(costs, key=costs.get)
+
+
+def _algorithm(x, w, stride, padding, dilation, groups):
+    """Which Function computes this convolution: 'im2col', 'winograd' or 'taps'."""
+    if stride != (1, 1):
+        return "im2col"
     name = _chosen_algorithm()
-    return name == "winograd" or (name == "auto" and _winograd_pays(x, w, padding, dilation, groups))
+    if name == "auto":
+        return _fastest(x, w, padding, dilation, groups) if x.device.type == "cpu" else "im2col"
+    return "im2col" if name == "winograd" and tuple(w.shape[2:]) != (3, 3) else name
 
 
 # ---------------------------------------------------------------- argument checks and the public function
@@ -378,6 +431,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         return depthwise_conv2d(input, weight, bias, stride, padding, dilation)
     if kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0):
         return PointwiseConvolution.apply(input, weight, bias, groups=groups)
-    if _use_winograd(input, weight, stride, padding, dilation, groups):
+    algorithm = _algorithm(input, weight, stride, padding, dilation, groups)
+    if algorithm == "winograd":
         return WinogradConvolution.apply(input, weight, bias, padding=padding, dilation=dilation, groups=groups)
+    if algorithm == "taps":
+        return TapConvolution.apply(input, weight, bias, padding=padding, dilation=dilation, groups=groups)
     return Convolution.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
