@@ -322,14 +322,15 @@ def test_mismatched_dtypes():
     _raises(r"input is float32 but weight is float64", (1, 1, 4, 4), (1, 1, 3, 3), error=TypeError, dtype=np.float32)
 
 
-# ---------------------------------------------------------------- Winograd F(2×2, 3×3): the same grid, forced
-WINOGRAD_GRID = [case for case in GRID if case[0] == (3, 3) and case[1] == 1]  # stride-1 3×3: where it applies
+# ---------------------------------------------------------------- Winograd F(2×2, 3×3) and the taps: the same grid, forced
+FORCED_GRID = ([("winograd", *case) for case in GRID if case[0] == (3, 3) and case[1] == 1]  # stride-1 3×3
+               + [("taps", *case) for case in GRID if case[1] == 1])  # stride 1, any kernel: where each applies
 
 
-@pytest.mark.parametrize("kernel, stride, dilation, padding, groups", WINOGRAD_GRID, ids=str)
-def test_winograd_grid(kernel, stride, dilation, padding, groups, device):
+@pytest.mark.parametrize("algorithm, kernel, stride, dilation, padding, groups", FORCED_GRID, ids=str)
+def test_forced_algorithm_grid(algorithm, kernel, stride, dilation, padding, groups, device):
     x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
-    with minidl.nn.functional.conv_algorithm("winograd"):
+    with minidl.nn.functional.conv_algorithm(algorithm):
         check_conv(x_shape, w_shape, **options, device=device)
 
 
@@ -395,17 +396,7 @@ def test_winograd_and_taps_float32_error_is_bounded(dilation):
         assert max(errors) < 3e-6, f"{algorithm}: relative float32 errors (output, grad input, grad weight) {errors}"
 
 
-# ---------------------------------------------------------------- one product per tap: the same grid, forced
-TAPS_GRID = [case for case in GRID if case[1] == 1]  # stride 1: where it applies, any kernel
-
-
-@pytest.mark.parametrize("kernel, stride, dilation, padding, groups", TAPS_GRID, ids=str)
-def test_taps_grid(kernel, stride, dilation, padding, groups, device):
-    x_shape, w_shape, options = _grid_case(kernel, stride, dilation, padding, groups)
-    with minidl.nn.functional.conv_algorithm("taps"):
-        check_conv(x_shape, w_shape, **options, device=device)
-
-
+# ---------------------------------------------------------------- one product per tap: awkward cases
 @pytest.mark.parametrize(
     "x_shape, w_shape, bias, options",
     [
