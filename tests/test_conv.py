@@ -5,7 +5,8 @@ row order (c, i, j)), and the Numba kernels against the readable NumPy code,
 which also runs the whole op on a sample of the grid inside
 ``minidl.kernels.disabled()``. Winograd's F(2×2, 3×3) runs the stride-1 3×3
 part of the same grid, forced with ``conv_algorithm('winograd')`` (the grid's
-4 channels are too few for the automatic choice to take it).
+4 channels are too few for the automatic choice to take it), and the taps
+algorithm (one product per kernel tap) its whole stride-1 part.
 """
 import contextlib
 import itertools
