@@ -67,6 +67,7 @@ def test_pow_at_zero_base(device):
         (lambda lib, x: x.abs(), 0.1),
         (lambda lib, x: x.relu(), -2),
         (lambda lib, x: lib.nn.functional.relu(x), -2),
+        (lambda lib, x: lib.nn.functional.relu6(x * 4), -2),  # below 0, inside, above 6
         (lambda lib, x: x.sigmoid(), -2),
         (lambda lib, x: x.tanh(), -2),
         (lambda lib, x: lib.exp(x) + lib.log(x.abs()) + lib.sqrt(x.abs()), -2),

@@ -46,7 +46,7 @@ def test_full_mobilenetv2_parity_at_65():
 
 def test_relu6_matches_torch_at_its_corners():
     """Values and gradient as torch.nn.ReLU6 (hardtanh): no gradient at exactly 0 or 6."""
-    x = Values([[-1.0, 0.0, 1e-300, 3.0, 6.0 - 1e-12, 6.0, 7.0]])
+    x = Values([[-1.0, 0.0, 1e-300, 3.0, 6.0 - 1e-12, 6.0, 7.0, np.nan]])
     check_op([x], lambda lib, t: (ReLU6() if lib is minidl else torch.nn.ReLU6())(t), gradcheck=False)
 
 

@@ -21,6 +21,7 @@ from minidl.functional.elementwise import (  # noqa: F401
     neg,
     pow,
     relu,
+    relu6,
     sigmoid,
     sqrt,
     sub,

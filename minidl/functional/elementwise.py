@@ -4,9 +4,12 @@ Binary ops broadcast like NumPy. Their backward must undo the broadcast: a
 gradient has the output's shape and is summed back to each input's shape
 (``unbroadcast``), over the dimensions the input lacked or had as size 1.
 """
+from types import SimpleNamespace
+
 import numpy as np
 
-from minidl.backend import fused, get_array_module
+from minidl import kernels
+from minidl.backend import fused, get_array_module, scalars_like
 from minidl.tensor import Function, Tensor, random_module
 
 
@@ -197,12 +200,51 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved
-        return _pass_where_positive(g, y)
+        return _activation(y).relu_grad(g, y)
 
 
+class ReLU6(Function):
+    """min(max(x, 0), 6), with PyTorch's gradient: 1 strictly between 0 and 6, 0 at both ends and beyond.
+
+    As ReLU followed by a ``where`` capping at 6, MobileNetV2's activations took four passes each way, and the
+    where's gradient for the constant 6 summed the whole upstream gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        y = _activation(x).relu6(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        return _activation(y).relu6_grad(g, y)
+
+
+# ReLU's and ReLU6's passes in readable array code; minidl.kernels.cpu.activation compiles the same.
 @fused
 def _pass_where_positive(xp):
     return lambda g, y: g * (y > 0)
+
+
+@fused
+def _pass_strictly_inside(xp):
+    return lambda g, y, low, high: g * ((y > low) & (y < high))
+
+
+_READABLE_ACTIVATION = SimpleNamespace(
+    relu_grad=_pass_where_positive,
+    relu6=lambda x: get_array_module(x).clip(x, 0, 6),  # clip, not where: NaN stays NaN
+    relu6_grad=lambda g, y: _pass_strictly_inside(g, y, *scalars_like(y, 0, 6)),
+)
+
+
+def _activation(x):
+    """The compiled passes for x's device, or the readable array code (for any dtype but float32/64, too)."""
+    if x.dtype not in (np.float32, np.float64):
+        return _READABLE_ACTIVATION
+    return kernels.for_array(x, "activation", _READABLE_ACTIVATION)
 
 
 class Sigmoid(Function):
@@ -342,6 +384,10 @@ def abs(x):  # noqa: A001  (PyTorch's name)
 
 def relu(input, inplace=False):
     return ReLU.apply(input)
+
+
+def relu6(input, inplace=False):
+    return ReLU6.apply(input)
 
 
 def sigmoid(input):

@@ -39,7 +39,7 @@ exactly the OS-32 output.
 ``mobilenetv2_small`` is a 0.35-wide copy with at most two blocks a stage
 that trains on a CPU in minutes.
 """
-from minidl import nn, where
+from minidl import nn
 from minidl.nn import functional as F
 from minidl.models.backbones import check_images, check_output_stride, init_conv_weights
 
@@ -67,14 +67,12 @@ class ReLU6(nn.Module):
     """min(max(x, 0), 6) with ``torch.nn.ReLU6``'s gradient: 1 strictly between 0 and 6, else 0.
 
     ``clamp(0, 6)`` gives the same values but passes the gradient at x = 0
-    and x = 6 too. Exact zeros are common here (a depthwise window that sees
-    only clamped zeros, in eval mode), so ReLU's mask, then a cap at 6 that
-    stops the gradient at 6 itself.
+    and x = 6 too; exact zeros are common here (a depthwise window that sees
+    only clamped zeros, in eval mode). ``F.relu6`` stops it at both ends.
     """
 
     def forward(self, input):
-        positive = F.relu(input)
-        return where(positive >= 6, 6.0, positive)
+        return F.relu6(input)
 
 
 class ConvBNReLU6(nn.Sequential):

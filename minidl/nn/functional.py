@@ -7,6 +7,7 @@ from minidl.functional import (  # noqa: F401
     nll_loss,
     pad,
     relu,
+    relu6,
     sigmoid,
     softmax,
     tanh,

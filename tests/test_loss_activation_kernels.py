@@ -1,12 +1,15 @@
-"""minidl/kernels/cpu/loss.py against the readable steps of minidl.functional.loss (which test_ops.py checks
-against PyTorch and finite differences), on every thread, across blocks, with NaN and infinite scores."""
+"""minidl/kernels/cpu/loss.py and activation.py against the readable steps of minidl.functional.loss and
+elementwise (which test_ops.py checks against PyTorch and finite differences), on every thread, across blocks,
+with NaN and infinite values."""
 from unittest import mock
 
 import numpy as np
 import pytest
 
 import minidl.kernels.cpu as cpu_kernels
+from minidl.functional import elementwise
 from minidl.functional import loss as readable
+from minidl.kernels.cpu import activation
 from minidl.kernels.cpu import loss as compiled
 
 SHAPES = [  # (shape, class axis)
@@ -69,3 +72,18 @@ def test_one_hot_scaled_matches_the_readable_code(shape, threads):
     out = compiled.one_hot_scaled(target, coef, 5, np.float32)
     assert out.dtype == np.float32 and out.shape == (shape[0], 5) + shape[1:]
     np.testing.assert_array_equal(out, readable._one_hot_scaled_numpy(target, coef, 5, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 5, 33, 41), (7,), (3, 1, 1)], ids=str)
+def test_relu_and_relu6_passes_match_the_readable_code(shape, dtype, threads):
+    x, g = _scores(shape, dtype), _scores(shape, dtype, seed=1)
+    corners = [np.nan, -np.inf, np.inf, 0.0, 6.0, -0.0]  # both ends exactly, NaN, infinities
+    x.flat[:len(corners)] = corners[:x.size]
+    ours, theirs = activation, elementwise._READABLE_ACTIVATION
+    y = ours.relu6(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, theirs.relu6(x))
+    np.testing.assert_array_equal(ours.relu6_grad(g, y), theirs.relu6_grad(g, y))
+    relu = np.maximum(x, 0)
+    np.testing.assert_array_equal(ours.relu_grad(g, relu), theirs.relu_grad(g, relu))
