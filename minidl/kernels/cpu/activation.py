@@ -1,9 +1,8 @@
-"""ReLU's and ReLU6's passes as Numba loops, the compiled twins of the readable ones in
-``minidl.functional.elementwise``.
+"""ReLU's and ReLU6's passes as Numba loops, each one pass over memory on every core.
 
-Each is one pass over memory on every core: read the input (and the upstream gradient), write the result. The
-readable NumPy expressions make a temporary per comparison and per product (ReLU6's gradient: two masks, their
-``&``, the product), each a pass of its own on one core.
+The compiled twins of the readable ones in ``minidl.functional.elementwise``: read the input (and the upstream
+gradient), write the result. The readable NumPy expressions make a temporary per comparison and per product
+(ReLU6's gradient: two masks, their ``&``, the product), each a pass of its own on one core.
 """
 import numba
 import numpy as np

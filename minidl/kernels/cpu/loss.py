@@ -1,5 +1,6 @@
-"""Log-softmax and the negative log-likelihood's gradient as Numba loops, the compiled twins of the readable steps in
-``minidl.functional.loss``.
+"""Log-softmax and the negative log-likelihood's gradient as Numba loops, over one block of pixels per thread.
+
+The compiled twins of the readable steps in ``minidl.functional.loss``.
 
 Every array arrives as (outer, C, inner): the axes before the class axis flattened into one, those after it into
 another, so segmentation's (N, C, H, W) is (N, C, H·W). A thread takes a block of one image's pixels and goes
