@@ -23,6 +23,7 @@ from minidl.functional.conv import Convolution, col2im, im2col
 from minidl.functional.convutils import dilated_extent
 import minidl.kernels.cpu as cpu_kernels
 from minidl.kernels.cpu import conv as cpu_conv
+from minidl.kernels.cpu import taps as cpu_taps
 from minidl.kernels.cpu import winograd as cpu_winograd
 
 
@@ -411,9 +412,27 @@ def test_winograd_and_taps_float32_error_is_bounded(dilation):
     ],
     ids=str,
 )
-def test_taps_awkward_with_gradcheck(x_shape, w_shape, bias, options, device):
-    with minidl.nn.functional.conv_algorithm("taps"):
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
+def test_taps_awkward_with_gradcheck(x_shape, w_shape, bias, options, compiled, device):
+    with minidl.nn.functional.conv_algorithm("taps"), (
+        contextlib.nullcontext() if compiled else minidl.kernels.disabled()
+    ):
         check_conv(x_shape, w_shape, bias, gradcheck=True, **options, device=device)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, cols", [(slice(0, 7), slice(0, 9)), (slice(2, 5), slice(4, 9)), (slice(6, 7), slice(0, 1))],
+                         ids=str)
+def test_taps_copies_match_the_readable_slicing(rows, cols, dtype):
+    array_c = np.random.default_rng(3).standard_normal((5, 3, 7, 9)).astype(dtype)
+    for rectangle in (cpu_taps.rectangle, _on_every_thread(cpu_taps.rectangle)):
+        np.testing.assert_array_equal(rectangle(array_c, rows, cols), taps._rectangle_readable(array_c, rows, cols))
+    values = np.random.default_rng(4).standard_normal(array_c[:, :, rows, cols].shape).astype(dtype)
+    for add_rectangle in (cpu_taps.add_rectangle, _on_every_thread(cpu_taps.add_rectangle)):
+        ours, theirs = array_c.copy(), array_c.copy()
+        add_rectangle(ours, rows, cols, values)
+        taps._add_rectangle_readable(theirs, rows, cols, values)
+        np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("size, rate, rectangles, share", [

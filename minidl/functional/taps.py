@@ -13,8 +13,14 @@ gW[:, :, i, j] = g_rect @ x_rectᵀ, and gx[:, :, rows + dy, cols + dx] += W[:, 
 
 The multiply-adds are the rectangles' pixels over im2col's kh·kw·H_out·W_out (``Plan.share_of_im2col``):
 0.57 on 33×33 at rate 12, 0.41 at rate 18, 0.58 on 17×17 at rate 6; 0.92 at rate 2, where Winograd does
-better. The same array code runs on NumPy and CuPy.
+better. The same array code runs on NumPy and CuPy; on the CPU, the rectangles' copies have compiled twins
+(``minidl.kernels.cpu.taps``).
 """
+from types import SimpleNamespace
+
+import numpy as np
+
+from minidl import kernels
 from minidl.backend import get_array_module
 
 
@@ -54,9 +60,36 @@ class Plan:
         return pixels / (kh * kw * self.out_hw[0] * self.out_hw[1])
 
 
+# The copies, in readable array code; minidl.kernels.cpu.taps compiles the same.
+def _rectangle_readable(array_c, rows, cols):
+    """array_c[:, :, rows, cols] as a new (C, N, h, w) array."""
+    return array_c[:, :, rows, cols].copy()
+
+
+def _add_rectangle_readable(target_c, rows, cols, values):
+    """target_c[:, :, rows, cols] += values, in place."""
+    target_c[:, :, rows, cols] += values
+
+
+_READABLE = SimpleNamespace(rectangle=_rectangle_readable, add_rectangle=_add_rectangle_readable)
+
+
+def _copies(array):
+    """The compiled copies for array's device, or the readable slicing (for any dtype but float32/64, too)."""
+    if array.dtype not in (np.float32, np.float64):
+        return _READABLE
+    return kernels.for_array(array, "taps", _READABLE)
+
+
 def _matrix(array_c, rows, cols, groups):
     """A rectangle of every image of a (C, N, H, W) array, as one (groups, C/groups, N·h·w) matrix (a copy)."""
-    return array_c[:, :, rows, cols].reshape(groups, array_c.shape[0] // groups, -1)
+    return _copies(array_c).rectangle(array_c, rows, cols).reshape(groups, array_c.shape[0] // groups, -1)
+
+
+def _add_product(target_c, rows, cols, product):
+    """target_c[:, :, rows, cols] += product, a (groups, C/groups, N·h·w) matrix of that rectangle."""
+    shape = target_c.shape[:2] + (rows.stop - rows.start, cols.stop - cols.start)
+    _copies(target_c).add_rectangle(target_c, rows, cols, product.reshape(shape))
 
 
 def _tap_weight(w_taps, tap, groups):
@@ -67,9 +100,8 @@ def forward(x_c, w_taps, plan):
     """out (C_out, N, H_out, W_out) from x_c (C_in, N, H, W) and w_taps (kh, kw, C_out, C_in/groups)."""
     out = get_array_module(x_c).zeros((w_taps.shape[2], x_c.shape[1]) + plan.out_hw, x_c.dtype)
     for tap, rows, cols, in_rows, in_cols in plan.rectangles:
-        target = out[:, :, rows, cols]
-        target += (_tap_weight(w_taps, tap, plan.groups) @ _matrix(x_c, in_rows, in_cols, plan.groups)).reshape(
-            target.shape)
+        product = _tap_weight(w_taps, tap, plan.groups) @ _matrix(x_c, in_rows, in_cols, plan.groups)
+        _add_product(out, rows, cols, product)
     return out
 
 
@@ -85,6 +117,5 @@ def backward(g_c, x_c, w_taps, plan):
             x_rect = _matrix(x_c, in_rows, in_cols, plan.groups)
             gw_taps[tap] = (g_rect @ x_rect.transpose(0, 2, 1)).reshape(plan.w_taps_shape[2:])
         if gx_c is not None:
-            target = gx_c[:, :, in_rows, in_cols]
-            target += (_tap_weight(w_taps, tap, plan.groups).transpose(0, 2, 1) @ g_rect).reshape(target.shape)
+            _add_product(gx_c, in_rows, in_cols, _tap_weight(w_taps, tap, plan.groups).transpose(0, 2, 1) @ g_rect)
     return gx_c, gw_taps
