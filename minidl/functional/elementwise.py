@@ -241,10 +241,8 @@ _READABLE_ACTIVATION = SimpleNamespace(
 
 
 def _activation(x):
-    """The compiled passes for x's device, or the readable array code (for any dtype but float32/64, too)."""
-    if x.dtype not in (np.float32, np.float64):
-        return _READABLE_ACTIVATION
-    return kernels.for_array(x, "activation", _READABLE_ACTIVATION)
+    """The compiled passes for x's device and dtype, or the readable array code."""
+    return kernels.for_float_array(x, "activation", _READABLE_ACTIVATION)
 
 
 class Sigmoid(Function):

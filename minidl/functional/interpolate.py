@@ -136,9 +136,7 @@ _READABLE = SimpleNamespace(bilinear_forward=_resize, bilinear_backward=_resize_
 
 def _implementation(x, taps):
     """The bilinear kernels for x's device, or the readable array code (which also does 'nearest')."""
-    if len(taps) != 2 or x.dtype not in (np.float32, np.float64):
-        return _READABLE
-    return kernels.for_array(x, "interpolate", _READABLE)
+    return _READABLE if len(taps) != 2 else kernels.for_float_array(x, "interpolate", _READABLE)
 
 
 class Resize(Function):

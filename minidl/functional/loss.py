@@ -57,10 +57,8 @@ _READABLE = SimpleNamespace(log_softmax=_log_softmax_numpy, log_softmax_grad=_lo
 
 
 def _implementation(x):
-    """The compiled kernels for x's device, or the readable NumPy/CuPy code (for any other dtype, too)."""
-    if x.dtype not in (np.float32, np.float64):
-        return _READABLE
-    return kernels.for_array(x, "loss", _READABLE)
+    """The compiled kernels for x's device and dtype, or the readable NumPy/CuPy code."""
+    return kernels.for_float_array(x, "loss", _READABLE)
 
 
 class LogSoftmax(Function):

@@ -18,10 +18,9 @@ better. The same array code runs on NumPy and CuPy; on the CPU, the rectangles' 
 """
 from types import SimpleNamespace
 
-import numpy as np
-
 from minidl import kernels
 from minidl.backend import get_array_module
+from minidl.functional.convutils import output_size
 
 
 def _along_axis(size, out, tap, dilation, padding):
@@ -42,8 +41,8 @@ class Plan:
         n, c_in, height, width = x_shape
         c_out, c_in_group, kh, kw = w_shape
         self.groups = c_in // c_in_group
-        self.out_hw = tuple(size + 2 * p - d * (k - 1) for size, p, d, k in zip((height, width), padding, dilation,
-                                                                                  (kh, kw)))
+        self.out_hw = (output_size("conv2d", height, kh, 1, padding[0], dilation[0]),
+                       output_size("conv2d", width, kw, 1, padding[1], dilation[1]))
         self.x_shape_c, self.w_taps_shape = (c_in, n, height, width), (kh, kw, c_out, c_in_group)
         self.rectangles = []
         for i in range(kh):
@@ -75,10 +74,8 @@ _READABLE = SimpleNamespace(rectangle=_rectangle_readable, add_rectangle=_add_re
 
 
 def _copies(array):
-    """The compiled copies for array's device, or the readable slicing (for any dtype but float32/64, too)."""
-    if array.dtype not in (np.float32, np.float64):
-        return _READABLE
-    return kernels.for_array(array, "taps", _READABLE)
+    """The compiled copies for array's device and dtype, or the readable slicing."""
+    return kernels.for_float_array(array, "taps", _READABLE)
 
 
 def _matrix(array_c, rows, cols, groups):

@@ -107,6 +107,14 @@ def for_array(array, topic, readable=None):
     return _module(device, topic) or readable
 
 
+def for_float_array(array, topic, readable):
+    """As ``for_array``, for kernels compiled for float32 and float64 only: an array of any other dtype gets
+    ``readable``."""
+    if array.dtype.name not in ("float32", "float64"):
+        return readable
+    return for_array(array, topic, readable)
+
+
 def _module(device, topic):
     try:
         return importlib.import_module(f"minidl.kernels.{device}.{topic}")
