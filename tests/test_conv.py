@@ -145,6 +145,32 @@ def test_constant_weight_only_input_gradient(device):
     check_op([(2, 3, 6, 6), Const(weight)], lambda lib, x, w: conv(lib, x, w, dilation=2, padding=2), device=device)
 
 
+# ---------------------------------------------------------------- im2col's products: one for the batch, or one per image
+@pytest.mark.parametrize("per_image_below", [0, 10**6], ids=["one product", "per image"])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, bias, options",
+    [
+        ((2, 3, 13, 13), (8, 3, 3, 3), True, dict(stride=2, padding=1)),  # the stem
+        ((3, 6, 7, 6), (9, 2, 3, 2), False, dict(groups=3, stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
+        ((1, 4, 6, 6), (6, 2, 2, 2), True, dict(groups=2, padding=1)),
+    ],
+    ids=str,
+)
+def test_product_arrangements(per_image_below, x_shape, w_shape, bias, options, monkeypatch):
+    """Both ways of arranging im2col's products (``PER_IMAGE_BELOW`` chooses by the columns' depth) match
+    PyTorch and finite differences, groups included."""
+    monkeypatch.setattr(minidl.functional.conv, "PER_IMAGE_BELOW", per_image_below)
+    with minidl.nn.functional.conv_algorithm("im2col"):
+        check_conv(x_shape, w_shape, bias, gradcheck=True, **options)
+
+
+def test_stems_take_one_product_per_image():
+    x = minidl.tensor(np.zeros((2, 3, 9, 9), np.float32), requires_grad=True)
+    for kernel, per_image in ((3, True), (7, False)):  # 27 and 147 rows of columns
+        w = minidl.tensor(np.zeros((4, 3, kernel, kernel), np.float32), requires_grad=True)
+        assert conv(minidl, x, w, stride=2, padding=kernel // 2).grad_fn.ctx.per_image is per_image
+
+
 # ---------------------------------------------------------------- groups == in_channels
 def _general_grouped(lib, x, w, b, stride, padding, dilation):
     """Torch's conv2d, or minidl's im2col path called directly (conv2d sends this case to depthwise)."""

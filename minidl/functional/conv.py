@@ -143,6 +143,12 @@ def _sized_products(method):
     return staticmethod(run)
 
 
+# With fewer column rows per group than this (C_in/groups·kh·kw: a network's first convolution), each image's
+# output comes from its own product, written in NCHW order in place: the copy between NCHW and one product's
+# (C_out, N·H_out·W_out) layout, there and back, otherwise costs as much as the thin product itself.
+PER_IMAGE_BELOW = 50
+
+
 class Convolution(Function):
     """conv2d through im2col: out = weight @ cols per group, with cols (C_in·kh·kw, N·H_out·W_out)."""
 
@@ -152,16 +158,19 @@ class Convolution(Function):
         n, _, height, width = x.shape
         geometry = ((kh, kw), stride, padding, dilation)
         h_out, w_out = conv_output_hw((height, width), *geometry)
+        xp = get_array_module(x)
         cols = _unfold(x, *geometry)
         cols = cols.reshape(groups, -1, cols.shape[1])  # rows are channel-major: one block per group
         w_groups = w.reshape(groups, c_out // groups, -1)
-        out = w_groups @ cols  # (groups, C_out/groups, N·H_out·W_out)
-        out = out.reshape(c_out, n, h_out, w_out).transpose(1, 0, 2, 3)
+        ctx.per_image = xp.__name__ == "numpy" and w_groups.shape[2] < PER_IMAGE_BELOW
+        if ctx.per_image:  # (N, groups, C_out/groups, H_out·W_out): NCHW
+            out = (w_groups @ _image_columns(cols, n)).reshape(n, c_out, h_out, w_out)
+        else:  # (groups, C_out/groups, N·H_out·W_out), then copied to NCHW
+            out = (w_groups @ cols).reshape(c_out, n, h_out, w_out).transpose(1, 0, 2, 3)
         # grad_input needs the weight, grad_weight the columns: keep only what will be used. On a GPU, where
         # memory is the scarcer, backward makes the columns again from the input (kh·kw times smaller, and
         # kept alive by the graph anyway): one more launch for a fraction of the memory.
         needs_x, needs_w = ctx.needs_input_grad[:2]
-        xp = get_array_module(x)
         ctx.refold = xp.__name__ != "numpy"
         ctx.save_for_backward((x if ctx.refold else cols) if needs_w else None, w_groups if needs_x else None)
         ctx.x_shape, ctx.w_shape, ctx.geometry = x.shape, w.shape, geometry
@@ -171,20 +180,38 @@ class Convolution(Function):
     @_sized_products
     def backward(ctx, g):
         cols, w_groups = ctx.saved
-        c_out, groups = ctx.w_shape[0], ctx.x_shape[1] // ctx.w_shape[1]
+        c_out, groups, n = ctx.w_shape[0], ctx.x_shape[1] // ctx.w_shape[1], ctx.x_shape[0]
+        xp = get_array_module(g)
         if ctx.refold and cols is not None:  # the input was kept: unfold it again
             cols = _unfold(cols, *ctx.geometry)
             cols = cols.reshape(groups, -1, cols.shape[1])
-        # (N, C_out, H_out, W_out) -> (groups, C_out/groups, N·H_out·W_out), the layout of the forward product
-        g_groups = g.transpose(1, 0, 2, 3).reshape(groups, c_out // groups, -1)
+        if ctx.per_image:  # (N, groups, C_out/groups, H_out·W_out), the layout the forward products wrote
+            g_groups = xp.ascontiguousarray(g).reshape(n, groups, c_out // groups, -1)
+        else:  # (N, C_out, H_out, W_out) -> (groups, C_out/groups, N·H_out·W_out), the forward product's layout
+            g_groups = g.transpose(1, 0, 2, 3).reshape(groups, c_out // groups, -1)
         gx = gw = None
         if ctx.needs_input_grad[1]:  # first, so that the columns are gone before their gradient is made
-            gw = (g_groups @ cols.transpose(0, 2, 1)).reshape(ctx.w_shape)
+            if ctx.per_image:
+                gw = (g_groups @ _image_columns(cols, n).transpose(0, 1, 3, 2)).sum(axis=0)
+            else:
+                gw = g_groups @ cols.transpose(0, 2, 1)
+            gw = gw.reshape(ctx.w_shape)
         del cols
         if ctx.needs_input_grad[0]:
-            grad_cols = w_groups.transpose(0, 2, 1) @ g_groups
+            w_t = w_groups.transpose(0, 2, 1)
+            if ctx.per_image:  # each image's product writes its own columns of grad_cols
+                grad_cols = xp.empty((groups, w_t.shape[1], n * g_groups.shape[3]), g.dtype)
+                xp.matmul(w_t, g_groups, out=_image_columns(grad_cols, n))
+            else:
+                grad_cols = w_t @ g_groups
             gx = _fold(grad_cols.reshape(-1, grad_cols.shape[2]), ctx.x_shape, *ctx.geometry)
         return gx, gw, _bias_grad(ctx, g)
+
+
+def _image_columns(cols, n):
+    """cols (groups, rows, N·H_out·W_out) seen as (N, groups, rows, H_out·W_out), each image's columns: a view."""
+    groups, rows, width = cols.shape
+    return cols.reshape(groups, rows, n, width // n).transpose(2, 0, 1, 3)
 
 
 class WinogradConvolution(Function):
