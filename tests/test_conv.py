@@ -37,6 +37,15 @@ def check_conv(x_shape, w_shape, bias=True, gradcheck=False, device="cpu", **opt
     check_op(shapes, lambda lib, *t: conv(lib, *t, **options), gradcheck=gradcheck, atol=1e-9, device=device)
 
 
+def _on_every_thread(kernel):
+    """The Numba function with its loop shared among all of Numba's threads, whatever its size and however long
+    OpenBLAS's threads spin in this process (the suite loads NumPy first, so there they spin long)."""
+    def run(*args):
+        with mock.patch.multiple(cpu_kernels, BLAS_SPINS_BRIEFLY=True, PARALLEL_WORK=0):
+            return kernel(*args)
+    return run
+
+
 # ---------------------------------------------------------------- the grid: kernel × stride × dilation × padding × groups
 KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (1, 3), (3, 2)]
 PADDINGS = ["none", "reach", "beyond"]  # 0; d·(k-1)/2 (keeps the size at stride 1); more than d·(k-1)
@@ -164,6 +173,28 @@ def test_product_arrangements(per_image_below, x_shape, w_shape, bias, options, 
         check_conv(x_shape, w_shape, bias, gradcheck=True, **options)
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 5, 2100, 7), (2, 1, 4, 1024, 8), (4, 1, 3, 40, 2)], ids=str)  # N, groups, M, pixels, rows
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("implementation", [cpu_conv.image_products, _on_every_thread(cpu_conv.image_products)],
+                         ids=["numba", "numba-threads"])
+def test_image_products_kernel(shape, dtype, implementation):
+    """The kernel that splits grad weight's sum over pixels among threads (images of 1024 pixels or more; fewer
+    go to BLAS) against the sum written out with einsum."""
+    n, groups, rows_g, pixels, rows_c = shape
+    rng = np.random.default_rng(8)
+    g = rng.standard_normal((n, groups, rows_g, pixels)).astype(dtype)
+    cols = rng.standard_normal((groups, rows_c, n * pixels)).astype(dtype)
+    expected = np.einsum("ngap,gbnp->gab", g.astype(np.float64), cols.reshape(groups, rows_c, n, pixels))
+    result = implementation(g, cols)
+    assert result.dtype == dtype
+    np.testing.assert_allclose(result, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-3)
+
+
+def test_stem_on_a_large_map_matches_torch():
+    """The stem's arrangement where the kernel above computes grad weight (per image 65 × 65 pixels)."""
+    check_conv((2, 3, 129, 129), (8, 3, 3, 3), stride=2, padding=1)
+
+
 def test_stems_take_one_product_per_image():
     x = minidl.tensor(np.zeros((2, 3, 9, 9), np.float32), requires_grad=True)
     for kernel, per_image in ((3, True), (7, False)):  # 27 and 147 rows of columns
@@ -211,15 +242,6 @@ def _unfold_torch(x, kernel, stride, padding, dilation):
 def _fold_torch(cols, shape, kernel, stride, padding, dilation):
     batched = torch.from_numpy(np.ascontiguousarray(cols.reshape(cols.shape[0], shape[0], -1).transpose(1, 0, 2)))
     return torch.nn.functional.fold(batched, shape[2:], kernel, dilation, padding, stride).numpy()
-
-
-def _on_every_thread(kernel):
-    """The Numba function with its loop shared among all of Numba's threads, whatever its size and however long
-    OpenBLAS's threads spin in this process (the suite loads NumPy first, so there they spin long)."""
-    def run(*args):
-        with mock.patch.multiple(cpu_kernels, BLAS_SPINS_BRIEFLY=True, PARALLEL_WORK=0):
-            return kernel(*args)
-    return run
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GEOMETRIES, ids=str)

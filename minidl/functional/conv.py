@@ -96,8 +96,22 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     return padded[:, :, ph : ph + h, pw : pw + w]
 
 
+def _image_columns(cols, n):
+    """cols (groups, rows, N·H_out·W_out) seen as (N, groups, rows, H_out·W_out), each image's columns: a view."""
+    groups, rows, width = cols.shape
+    return cols.reshape(groups, rows, n, width // n).transpose(2, 0, 1, 3)
+
+
+def image_products(g, cols):
+    """Σ over images n of g_n @ cols_nᵀ, per group: grad weight when each image's output had its own product.
+
+    g (N, groups, C_out/groups, H_out·W_out), cols (groups, rows, N·H_out·W_out) -> (groups, C_out/groups, rows).
+    """
+    return (g @ _image_columns(cols, g.shape[0]).transpose(0, 1, 3, 2)).sum(axis=0)
+
+
 # the readable versions under the kernel modules' names, so the op calls either alike
-_READABLE = SimpleNamespace(im2col=im2col, col2im=col2im)
+_READABLE = SimpleNamespace(im2col=im2col, col2im=col2im, image_products=image_products)
 
 
 def _unfold(x, *geometry):
@@ -192,7 +206,7 @@ class Convolution(Function):
         gx = gw = None
         if ctx.needs_input_grad[1]:  # first, so that the columns are gone before their gradient is made
             if ctx.per_image:
-                gw = (g_groups @ _image_columns(cols, n).transpose(0, 1, 3, 2)).sum(axis=0)
+                gw = kernels.for_array(g_groups, "conv", _READABLE).image_products(g_groups, cols)
             else:
                 gw = g_groups @ cols.transpose(0, 2, 1)
             gw = gw.reshape(ctx.w_shape)
@@ -206,12 +220,6 @@ class Convolution(Function):
                 grad_cols = w_t @ g_groups
             gx = _fold(grad_cols.reshape(-1, grad_cols.shape[2]), ctx.x_shape, *ctx.geometry)
         return gx, gw, _bias_grad(ctx, g)
-
-
-def _image_columns(cols, n):
-    """cols (groups, rows, N·H_out·W_out) seen as (N, groups, rows, H_out·W_out), each image's columns: a view."""
-    groups, rows, width = cols.shape
-    return cols.reshape(groups, rows, n, width // n).transpose(2, 0, 1, 3)
 
 
 class WinogradConvolution(Function):

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from minidl.functional.conv import loop_arguments
-from minidl.kernels.cpu import threads_beside_blas
+from minidl.kernels.cpu import PARALLEL_WORK, threads_beside_blas
 
 
 @numba.njit(cache=True, inline="always")
@@ -72,6 +72,66 @@ def _col2im(cols, image, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
                     line = row + oy * w_out
                     for ox in range(x_lo, x_hi):
                         target[pixel + ox * sw] += source[line + ox]
+
+
+# Pieces of one image's columns this long: one of them for every row of both operands (27 + 32 rows for the stem)
+# stays in the core's cache while each row pair's dot product runs over it.
+_PIECE = 1024
+
+
+# reassociating the dot products' sums lets LLVM run them in vector registers
+@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def _image_products(g, cols, parts):
+    n_images, groups, rows_g, pixels = g.shape
+    blocks, rows_c = parts.shape[0], parts.shape[3]
+    per_image = (pixels + _PIECE - 1) // _PIECE
+    pieces = n_images * per_image
+    fours = rows_c - rows_c % 4
+    for block in numba.prange(blocks):  # a block's share of the (image, piece) pairs, summed apart
+        for piece in range(block * pieces // blocks, (block + 1) * pieces // blocks):
+            n, start = piece // per_image, piece % per_image * _PIECE
+            stop = min(start + _PIECE, pixels)
+            for group in range(groups):
+                for a in range(rows_g):
+                    line = g[n, group, a, start:stop]
+                    for b in range(0, fours, 4):  # four dot products for each load of g's line
+                        col0, col1 = cols[group, b, n, start:stop], cols[group, b + 1, n, start:stop]
+                        col2, col3 = cols[group, b + 2, n, start:stop], cols[group, b + 3, n, start:stop]
+                        sum0 = sum1 = sum2 = sum3 = g.dtype.type(0)
+                        for p in range(stop - start):
+                            value = line[p]
+                            sum0 += value * col0[p]
+                            sum1 += value * col1[p]
+                            sum2 += value * col2[p]
+                            sum3 += value * col3[p]
+                        parts[block, group, a, b] += sum0
+                        parts[block, group, a, b + 1] += sum1
+                        parts[block, group, a, b + 2] += sum2
+                        parts[block, group, a, b + 3] += sum3
+                    for b in range(fours, rows_c):
+                        col = cols[group, b, n, start:stop]
+                        total = g.dtype.type(0)
+                        for p in range(stop - start):
+                            total += line[p] * col[p]
+                        parts[block, group, a, b] += total
+
+
+def image_products(g, cols):
+    """Σ over images of g_n @ cols_nᵀ per group, as ``minidl.functional.conv.image_products``.
+
+    OpenBLAS shares a product among its threads by rows and columns of the result, and this one's result is
+    small (32 × 27 for the stem) while its sum runs over every pixel: BLAS runs it on one thread. Here the
+    threads split the pixels. Images smaller than a piece go to BLAS, for which their products are not thin.
+    """
+    n_images, groups, rows_g, pixels = g.shape
+    if pixels < _PIECE:
+        return (g @ cols.reshape(groups, -1, n_images, pixels).transpose(2, 0, 3, 1)).sum(axis=0)
+    cols = np.ascontiguousarray(cols).reshape(groups, -1, n_images, pixels)
+    blocks = numba.get_num_threads() if g.size >= PARALLEL_WORK else 1
+    parts = np.zeros((blocks, groups, rows_g, cols.shape[1]))
+    with threads_beside_blas(g.size):
+        _image_products(np.ascontiguousarray(g), cols, parts)
+    return parts.sum(axis=0).astype(g.dtype)
 
 
 def im2col(x, kernel_size, stride, padding, dilation):
