@@ -10,7 +10,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+# The main job needs the project alone; the tests and the book also need PyTorch and the test extra (pydensecrf2
+# builds from source, about a minute where pip has no wheel of it cached), so each command installs what it uses.
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test book install clean
 
@@ -19,22 +22,26 @@ run: $(STAMP)
 
 # The CUDA kernels are tested on the CPU by Numba's simulator, which must be
 # switched on before Numba is imported: a second pytest process.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/cudasim
 
 # Re-execute every chapter of the book and its exercise solutions in place (normal mode), saving the outputs.
-book: $(STAMP)
+book: $(TEST_STAMP)
 	$(BIN)/python book/build.py
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
