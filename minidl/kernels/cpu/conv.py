@@ -79,41 +79,57 @@ def _col2im(cols, image, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
 _PIECE = 1024
 
 
-# reassociating the dot products' sums lets LLVM run them in vector registers
+@numba.njit(cache=True, inline="always")
+def _dot(a, b):
+    total = a.dtype.type(0)
+    for p in range(a.shape[0]):
+        total += a[p] * b[p]
+    return total
+
+
+# Reassociating the dot products' sums lets LLVM keep them in vector registers; eight of them at once (two lines
+# of g against four of cols) make each load serve two or four multiply-adds, which doubled the stem's speed.
 @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _image_products(g, cols, parts):
     n_images, groups, rows_g, pixels = g.shape
     blocks, rows_c = parts.shape[0], parts.shape[3]
     per_image = (pixels + _PIECE - 1) // _PIECE
     pieces = n_images * per_image
-    fours = rows_c - rows_c % 4
+    pairs, fours = rows_g - rows_g % 2, rows_c - rows_c % 4
     for block in numba.prange(blocks):  # a block's share of the (image, piece) pairs, summed apart
         for piece in range(block * pieces // blocks, (block + 1) * pieces // blocks):
             n, start = piece // per_image, piece % per_image * _PIECE
             stop = min(start + _PIECE, pixels)
             for group in range(groups):
-                for a in range(rows_g):
-                    line = g[n, group, a, start:stop]
-                    for b in range(0, fours, 4):  # four dot products for each load of g's line
+                sums = parts[block, group]
+                for a in range(0, pairs, 2):
+                    line0, line1 = g[n, group, a, start:stop], g[n, group, a + 1, start:stop]
+                    for b in range(0, fours, 4):
                         col0, col1 = cols[group, b, n, start:stop], cols[group, b + 1, n, start:stop]
                         col2, col3 = cols[group, b + 2, n, start:stop], cols[group, b + 3, n, start:stop]
-                        sum0 = sum1 = sum2 = sum3 = g.dtype.type(0)
+                        s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = g.dtype.type(0)
                         for p in range(stop - start):
-                            value = line[p]
-                            sum0 += value * col0[p]
-                            sum1 += value * col1[p]
-                            sum2 += value * col2[p]
-                            sum3 += value * col3[p]
-                        parts[block, group, a, b] += sum0
-                        parts[block, group, a, b + 1] += sum1
-                        parts[block, group, a, b + 2] += sum2
-                        parts[block, group, a, b + 3] += sum3
-                    for b in range(fours, rows_c):
-                        col = cols[group, b, n, start:stop]
-                        total = g.dtype.type(0)
-                        for p in range(stop - start):
-                            total += line[p] * col[p]
-                        parts[block, group, a, b] += total
+                            u, v = line0[p], line1[p]
+                            c0, c1, c2, c3 = col0[p], col1[p], col2[p], col3[p]
+                            s0 += u * c0
+                            s1 += u * c1
+                            s2 += u * c2
+                            s3 += u * c3
+                            t0 += v * c0
+                            t1 += v * c1
+                            t2 += v * c2
+                            t3 += v * c3
+                        sums[a, b] += s0
+                        sums[a, b + 1] += s1
+                        sums[a, b + 2] += s2
+                        sums[a, b + 3] += s3
+                        sums[a + 1, b] += t0
+                        sums[a + 1, b + 1] += t1
+                        sums[a + 1, b + 2] += t2
+                        sums[a + 1, b + 3] += t3
+                for a in range(rows_g):  # what the blocks of 2 × 4 left: an odd last line, the last columns
+                    for b in range(fours if a < pairs else 0, rows_c):
+                        sums[a, b] += _dot(g[n, group, a, start:stop], cols[group, b, n, start:stop])
 
 
 def image_products(g, cols):
