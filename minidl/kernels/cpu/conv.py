@@ -1,4 +1,4 @@
-"""im2col and col2im as Numba loops, the compiled twins of ``minidl.functional.conv.im2col/col2im``.
+"""im2col, col2im and image_products as Numba loops, the compiled twins of those in ``minidl.functional.conv``.
 
 Same arguments, same layout: cols is (C·kh·kw, N·H_out·W_out), row (c, i, j)
 channel-major. Instead of padding the input, each loop computes the range of
