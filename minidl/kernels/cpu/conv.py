@@ -16,8 +16,8 @@ unfold the main job's 7×7 stem in 2.2 ms against 4.1 ms on one.
 import numba
 import numpy as np
 
-from minidl.functional.conv import loop_arguments
-from minidl.kernels.cpu import PARALLEL_WORK, threads_beside_blas
+from minidl.functional.conv import image_products as _blas_image_products, loop_arguments
+from minidl.kernels.cpu import threads_beside_blas
 
 
 @numba.njit(cache=True, inline="always")
@@ -141,11 +141,10 @@ def image_products(g, cols):
     """
     n_images, groups, rows_g, pixels = g.shape
     if pixels < _PIECE:
-        return (g @ cols.reshape(groups, -1, n_images, pixels).transpose(2, 0, 3, 1)).sum(axis=0)
+        return _blas_image_products(g, cols)
     cols = np.ascontiguousarray(cols).reshape(groups, -1, n_images, pixels)
-    blocks = numba.get_num_threads() if g.size >= PARALLEL_WORK else 1
-    parts = np.zeros((blocks, groups, rows_g, cols.shape[1]))
-    with threads_beside_blas(g.size):
+    with threads_beside_blas(g.size):  # one block of pixels per thread that the loop may use
+        parts = np.zeros((numba.get_num_threads(), groups, rows_g, cols.shape[1]))
         _image_products(np.ascontiguousarray(g), cols, parts)
     return parts.sum(axis=0).astype(g.dtype)
 
