@@ -11,7 +11,11 @@ independent blocks: one product per group.
 Backward is two more products and the adjoint of im2col:
 grad_weight = grad_out @ colsᵀ, grad_cols = weightᵀ @ grad_out, and
 ``col2im`` adds each entry of grad_cols back onto the pixel it was copied
-from (a pixel seen by several windows collects all their gradients).
+from (a pixel seen by several windows collects all their gradients). With
+few rows of columns (a network's first convolution: 27 for 3 channels and a
+3×3 kernel) each image gets its own product instead (``PER_IMAGE_BELOW``),
+which writes the output in NCHW order without a copy, and grad_weight is the
+sum of the images' products (``image_products``).
 
 A 1×1 convolution with stride 1 and no padding needs no im2col: it is a
 matrix product over channels at every pixel. Depthwise convolutions
