@@ -5,6 +5,7 @@ from a k-means clustering of the photo's colours (4 classes), their one-hot scor
 8 × 8 blocks (output stride 8), plus Gaussian noise, bilinearly upsampled to the image and
 softmaxed. So they are right in the middle of regions, blurred and wrong near boundaries.
 """
+import subprocess
 import sys
 
 import matplotlib.cbook
@@ -284,3 +285,34 @@ def test_reference_without_pydensecrf(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
     with pytest.raises(ImportError, match="pip install pydensecrf2"):
         crf.dense_crf_reference(np.zeros((2, 2, 3), np.uint8), np.ones((1, 2, 2), np.float32))
+
+
+_SIGNATURES_AFTER = """
+import sys, numba, numpy as np
+from minidl import crf
+from minidl.kernels.cpu import crf as crf_kernels
+from minidl.train import crf_options_for
+if sys.argv[1] == "compile_kernels":
+    crf.compile_kernels()
+else:  # as the evaluation calls it: a float32 score map, a uint8 image, crf_options_for's options
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(7), (23, 19)).transpose(2, 0, 1).astype(np.float32)
+    crf.dense_crf(rng.integers(0, 256, (23, 19, 3), dtype=np.uint8), probs, **crf_options_for(23, 19))
+print(sorted((name, str(sorted(map(str, f.signatures)))) for name, f in vars(crf_kernels).items()
+             if isinstance(f, numba.core.registry.CPUDispatcher) and f.signatures))
+"""
+
+
+def test_compile_kernels_compiles_every_signature_the_evaluation_uses():
+    """``minidl run`` compiles the CRF's kernels in a second process with ``crf.compile_kernels``; that only saves
+    time if its tiny call gives Numba the signatures of the evaluation's calls, so that the evaluation finds all of
+    them in the cache. Each in a fresh process, where nothing else has compiled them."""
+    def signatures(call):
+        done = subprocess.run([sys.executable, "-c", _SIGNATURES_AFTER, call], capture_output=True, text=True,
+                              check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    compiled = signatures("compile_kernels")
+    assert compiled == signatures("evaluation")
+    for kernel in ("_splat_positions", "_neighbours", "_filter", "_softmax_rows"):  # the rest compile into these
+        assert f"'{kernel}'" in compiled
