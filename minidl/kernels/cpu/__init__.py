@@ -45,6 +45,16 @@ def _keep_freed_memory():
 
 KEEPS_FREED_MEMORY = _keep_freed_memory()
 
+@numba.njit(cache=True, inline="always")
+def dot(x, y):
+    """Σ x·y over equal-length 1-D views, in the arrays' own precision: a loop LLVM vectorizes in kernels that
+    allow reassociation. Callers that add up many of them keep the total in float64."""
+    total = x.dtype.type(0)
+    for q in range(x.size):
+        total += x[q] * y[q]
+    return total
+
+
 # Below this many loop steps, handing work to Numba's other threads costs more than it saves, so such
 # calls run on one thread. Waking a sleeping thread costs far more than reaching a spinning one (milliseconds
 # instead of microseconds on a busy machine), so the bar is higher when OpenMP's threads sleep at once.

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from minidl.functional.conv import image_products as _blas_image_products, loop_arguments
-from minidl.kernels.cpu import threads_beside_blas
+from minidl.kernels.cpu import dot, threads_beside_blas
 
 
 @numba.njit(cache=True, inline="always")
@@ -79,14 +79,6 @@ def _col2im(cols, image, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out):
 _PIECE = 1024
 
 
-@numba.njit(cache=True, inline="always")
-def _dot(a, b):
-    total = a.dtype.type(0)
-    for p in range(a.shape[0]):
-        total += a[p] * b[p]
-    return total
-
-
 # Reassociating the dot products' sums lets LLVM keep them in vector registers; eight of them at once (two lines
 # of g against four of cols) make each load serve two or four multiply-adds, which doubled the stem's speed.
 @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
@@ -129,7 +121,7 @@ def _image_products(g, cols, parts):
                         sums[a + 1, b + 3] += t3
                 for a in range(rows_g):  # what the blocks of 2 × 4 left: an odd last line, the last columns
                     for b in range(fours if a < pairs else 0, rows_c):
-                        sums[a, b] += _dot(g[n, group, a, start:stop], cols[group, b, n, start:stop])
+                        sums[a, b] += dot(g[n, group, a, start:stop], cols[group, b, n, start:stop])
 
 
 def image_products(g, cols):

@@ -19,7 +19,7 @@ writes its own partial sums and the batch is summed afterwards. Two layouts:
 import numba
 import numpy as np
 
-from minidl.kernels.cpu import threads_for
+from minidl.kernels.cpu import dot, threads_for
 
 _PARALLEL = dict(cache=True, parallel=True)
 
@@ -42,15 +42,6 @@ def _axpy(a, x, y):
     """y += a·x on equal-length 1-D views."""
     for q in range(y.size):
         y[q] += a * x[q]
-
-
-@numba.njit(cache=True, inline="always")
-def _dot(x, y):
-    # one row in the arrays' own precision (vectorizable); the caller sums rows in float64
-    total = x.dtype.type(0)
-    for q in range(x.size):
-        total += x[q] * y[q]
-    return total
 
 
 @numba.njit(cache=True, inline="always")
@@ -84,8 +75,8 @@ def _return_tap(out_row, in_row, col, lo, hi, step, tap):
 def _dot_tap(out_row, in_row, col, lo, hi, step):
     """Grad weight, one row's share: Σ_q out_row[q] · in_row[col + q·step]."""
     if step == 1:
-        return _dot(out_row[lo:hi], in_row[col + lo : col + hi])
-    return _dot(out_row[lo:hi], in_row[col + lo * step : col + (hi - 1) * step + 1 : step])
+        return dot(out_row[lo:hi], in_row[col + lo : col + hi])
+    return dot(out_row[lo:hi], in_row[col + lo * step : col + (hi - 1) * step + 1 : step])
 
 
 @numba.njit(cache=True, inline="always")

@@ -75,8 +75,9 @@ def _around(shape, axis):
 def log_softmax(x, axis):
     """x - log Σ exp(x) along ``axis``, shifted by the max."""
     y = np.empty(x.shape, x.dtype)
+    flat = _around(x.shape, axis)
     with threads_for(x.size):
-        _log_softmax(np.ascontiguousarray(x).reshape(_around(x.shape, axis)), y.reshape(_around(x.shape, axis)))
+        _log_softmax(np.ascontiguousarray(x).reshape(flat), y.reshape(flat))
     return y
 
 
