@@ -37,6 +37,14 @@ def check_conv(x_shape, w_shape, bias=True, gradcheck=False, device="cpu", **opt
     check_op(shapes, lambda lib, *t: conv(lib, *t, **options), gradcheck=gradcheck, atol=1e-9, device=device)
 
 
+def gradcheck_with(algorithm, x_shape, w_shape, bias, compiled=True, device="cpu", **options):
+    """check_conv with finite differences, ``algorithm`` forced, through the kernels or the readable code."""
+    with minidl.nn.functional.conv_algorithm(algorithm), (
+        contextlib.nullcontext() if compiled else minidl.kernels.disabled()
+    ):
+        check_conv(x_shape, w_shape, bias, gradcheck=True, **options, device=device)
+
+
 def _on_every_thread(kernel):
     """The Numba function with its loop shared among all of Numba's threads, whatever its size and however long
     OpenBLAS's threads spin in this process (the suite loads NumPy first, so there they spin long)."""
@@ -169,8 +177,7 @@ def test_product_arrangements(per_image_below, x_shape, w_shape, bias, options, 
     """Both ways of arranging im2col's products (``PER_IMAGE_BELOW`` chooses by the columns' depth) match
     PyTorch and finite differences, groups included."""
     monkeypatch.setattr(minidl.functional.conv, "PER_IMAGE_BELOW", per_image_below)
-    with minidl.nn.functional.conv_algorithm("im2col"):
-        check_conv(x_shape, w_shape, bias, gradcheck=True, **options)
+    gradcheck_with("im2col", x_shape, w_shape, bias, **options)
 
 
 @pytest.mark.parametrize("shape", [(3, 2, 5, 2100, 7), (2, 1, 4, 1024, 8), (4, 1, 3, 40, 2)], ids=str)  # N, groups, M, pixels, rows
@@ -416,10 +423,7 @@ def test_winograd_awkward(x_shape, w_shape, options, compiled, device):
 )
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
 def test_winograd_gradcheck(x_shape, w_shape, bias, options, compiled, device):
-    with minidl.nn.functional.conv_algorithm("winograd"), (
-        contextlib.nullcontext() if compiled else minidl.kernels.disabled()
-    ):
-        check_conv(x_shape, w_shape, bias, gradcheck=True, **options, device=device)
+    gradcheck_with("winograd", x_shape, w_shape, bias, compiled, device, **options)
 
 
 def _relative_errors_float32(algorithm, x, w, upstream, **options):
@@ -462,10 +466,7 @@ def test_winograd_and_taps_float32_error_is_bounded(dilation):
 )
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
 def test_taps_awkward_with_gradcheck(x_shape, w_shape, bias, options, compiled, device):
-    with minidl.nn.functional.conv_algorithm("taps"), (
-        contextlib.nullcontext() if compiled else minidl.kernels.disabled()
-    ):
-        check_conv(x_shape, w_shape, bias, gradcheck=True, **options, device=device)
+    gradcheck_with("taps", x_shape, w_shape, bias, compiled, device, **options)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
